@@ -1,0 +1,29 @@
+"""rlpc: prompt compression with compressors trained by reinforcement learning.
+
+The public API; adapters and training import only these names. Importing this package is cheap: no model,
+torch or network is touched until a compressor is first used.
+"""
+
+from .compressor import Compressor, select_words
+from .config import CompressorConfig, GraphConfig
+from .graph import GraphScores, score_words
+from .policies import policy_names, register_policy
+from .result import CompressionResult
+from .spans import KEEP_CLOSE, KEEP_OPEN
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Compressor",
+    "CompressionResult",
+    "CompressorConfig",
+    "GraphConfig",
+    "GraphScores",
+    "KEEP_CLOSE",
+    "KEEP_OPEN",
+    "policy_names",
+    "register_policy",
+    "score_words",
+    "select_words",
+    "__version__",
+]

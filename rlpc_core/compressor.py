@@ -1,0 +1,324 @@
+"""The one inference entry point: ``Compressor.compress(text) -> CompressionResult``.
+
+The compressor owns everything policies should not have to repeat: input checks, protected spans and markup,
+token budgets in a named tokenizer, chunk-free selection over any length, and the rule that nothing is ever
+lost (a policy that fails, or a rewrite that breaks a rule, yields a safe result that says why).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from .config import CompressorConfig, check_rate, check_target_tokens
+from .policies import ExtractivePolicy, check_policy_name, make_policy
+from .result import CompressionResult
+from .spans import ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_markup
+from .tokens import TokenCounter, get_counter
+from .words import Words, join_kept, split_words, words_in_spans
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "rlpc.json"
+CHECKPOINT_FORMAT = "rlpc-compressor/1"
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def select_words(scores: np.ndarray, protected: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
+    """Keep every protected word, then the highest-scoring others while their token cost fits ``budget``.
+
+    Ties go to the earlier word, so the result is deterministic.
+    """
+    keep = protected.copy()
+    room = budget - int(costs[protected].sum())
+    if room <= 0:
+        return keep
+    free = np.flatnonzero(~protected)
+    order = free[np.lexsort((free, -scores[free]))]
+    fits = np.cumsum(costs[order]) <= room
+    keep[order[fits]] = True
+    return keep
+
+
+class Compressor:
+    """Compress prompts with a named policy; ``Compressor()`` is the embedded default.
+
+    >>> c = Compressor(tokenizer="words")
+    >>> r = c.compress("Janet has 3 apples and she buys 5 more apples at the big market. How many apples now?", rate=0.6)
+    >>> "3" in r.text.split() and "5" in r.text.split(), r.compressed_tokens <= r.target_tokens
+    (True, True)
+    """
+
+    def __init__(self, config: Optional[CompressorConfig] = None, /, *, checkpoint: Optional[str] = None, **overrides: Any):
+        if config is not None and not isinstance(config, CompressorConfig):
+            raise TypeError(f"config must be a CompressorConfig, got {type(config).__name__}; "
+                            "pass settings as keywords instead, e.g. Compressor(policy='graph')")
+        config = config or CompressorConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        check_policy_name(self.config.policy)  # fail at construction, not at the first call
+        self.checkpoint = checkpoint
+        self._policy = None
+        self._fallback_policy = None
+        self._counter: Optional[TokenCounter] = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Compressor(policy={self.config.policy!r}, tokenizer={self.config.tokenizer!r})"
+
+    # -- lazy, thread-safe loading: building a Compressor is free, the first call loads what it needs
+    @property
+    def policy(self):
+        with self._lock:
+            if self._policy is None:
+                kwargs = {"checkpoint": self.checkpoint} if self.checkpoint else {}
+                self._policy = make_policy(self.config.policy, self.config, **kwargs)
+            return self._policy
+
+    @property
+    def counter(self) -> TokenCounter:
+        with self._lock:
+            if self._counter is None:
+                self._counter = get_counter(self.config.tokenizer)
+            return self._counter
+
+    def _safe_policy(self):
+        """The extractive policy a rejected rewrite falls back to (the graph: training-free, cannot invent)."""
+        policy = self.policy
+        if isinstance(policy, ExtractivePolicy):
+            return policy
+        with self._lock:
+            if self._fallback_policy is None:
+                self._fallback_policy = make_policy("graph", self.config)
+            return self._fallback_policy
+
+    # -- public API
+    def compress(
+        self,
+        text: str,
+        *,
+        rate: Optional[float] = None,
+        target_tokens: Optional[int] = None,
+        query: Optional[str] = None,
+        protect: Union[ProtectSpec, Iterable[ProtectSpec], None] = None,
+    ) -> CompressionResult:
+        """Compress ``text`` to ``rate`` of its tokens (or to ``target_tokens``), keeping protected spans.
+
+        ``query`` makes compression question-aware (the query itself is not part of the output). ``protect``
+        takes strings (every occurrence is kept) and compiled regular expressions (every match is kept);
+        text inside ``<keep>…</keep>`` is kept too, with the tags removed.
+        """
+        _check_text(text, "text")
+        budget_spec = _check_budget(rate, target_tokens, self.config.rate)
+        _check_query(query)
+        return self._compress_one(text, budget_spec, query, check_protect(protect))
+
+    def compress_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        rate: Optional[float] = None,
+        target_tokens: Optional[int] = None,
+        query: Union[str, Sequence[Optional[str]], None] = None,
+        protect: Union[ProtectSpec, Iterable[ProtectSpec], None] = None,
+    ) -> list[CompressionResult]:
+        """Compress several prompts with the same settings; ``query`` may be one string or one per prompt.
+
+        Every input is checked before any work starts, so a bad item fails the batch at once.
+        """
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}; "
+                            "use compress() for a single prompt")
+        for i, t in enumerate(texts):
+            _check_text(t, f"texts[{i}]")
+        budget_spec = _check_budget(rate, target_tokens, self.config.rate)
+        if query is None or isinstance(query, str):
+            queries = [query] * len(texts)
+        else:
+            queries = list(query)
+            if len(queries) != len(texts):
+                raise ValueError(f"query has {len(queries)} items but texts has {len(texts)}: "
+                                 "pass one query per text, or a single string for all")
+        for q in queries:
+            _check_query(q)
+        protected = check_protect(protect)
+        return [self._compress_one(t, budget_spec, q, protected) for t, q in zip(texts, queries)]
+
+    # -- checkpoints
+    def save_pretrained(self, folder: Union[str, os.PathLike]) -> Path:
+        """Write the settings (and the policy's weights, if it has any) so ``from_pretrained`` restores them."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        policy = self.policy
+        if hasattr(policy, "save_pretrained"):
+            policy.save_pretrained(folder)
+        payload = {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict()}
+        tmp = folder / (CHECKPOINT_FILE + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / CHECKPOINT_FILE)  # atomic: a reader never sees half a file
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder_or_id: Union[str, os.PathLike], **overrides: Any) -> "Compressor":
+        """Load a compressor saved by :meth:`save_pretrained`, from a local folder or a Hugging Face repo."""
+        folder = _checkpoint_folder(folder_or_id)
+        config_file = folder / CHECKPOINT_FILE
+        if not config_file.is_file():
+            raise ValueError(f"{str(folder_or_id)!r} is not an rlpc checkpoint: it has no {CHECKPOINT_FILE}; "
+                             "pass a folder written by Compressor.save_pretrained() or by python -m training.grpo")
+        payload = json.loads(config_file.read_text(encoding="utf-8"))
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{config_file} has format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT!r}; "
+                             "re-save it with this version of rlpc")
+        config = CompressorConfig.from_dict(payload["config"])
+        return cls(config, checkpoint=str(folder), **overrides)
+
+    # -- the work
+    def _compress_one(self, text: str, budget_spec: tuple[str, float], query, protect) -> CompressionResult:
+        start = time.perf_counter()
+        clean, markup_spans = strip_markup(text)
+        if not clean.strip():
+            # nothing to compress: no model is loaded for an empty prompt
+            return CompressionResult(
+                text="", original_tokens=0, compressed_tokens=0, tokenizer=self.config.tokenizer,
+                target_tokens=0, kept=(), protected_ok=True, budget_met=True, method=self.config.policy,
+                seconds=time.perf_counter() - start,
+            )
+        spans = merge_spans(markup_spans + find_protected(clean, protect, keep_code=self.config.keep_code))
+        words = split_words(clean)
+        counter = self.counter
+        costs = counter.word_costs(words)
+        original = int(costs.sum())
+        kind, value = budget_spec
+        budget = int(value) if kind == "tokens" else max(1, int(round(value * original)))
+        job = _Job(clean, words, costs, original, budget, spans, query, start)
+        if budget >= original:
+            return job.result(np.ones(len(words), dtype=bool), clean, original, self.config.policy, True, counter)
+
+        policy = self.policy
+        if isinstance(policy, ExtractivePolicy):
+            return self._extract(job, policy, counter)
+        try:
+            rewritten = policy.rewrite(clean, target_tokens=budget, query=query)
+            reason = _reject_rewrite(clean, rewritten, spans, counter, original)
+        except Exception as err:  # a rewriting model can fail in many ways; the prompt must still get through
+            log.warning("policy %s failed, falling back to the graph policy", policy.name, exc_info=True)
+            reason = f"{policy.name} raised {type(err).__name__}: {err}"
+        if reason is None:
+            compressed = counter.count(rewritten)
+            return job.result(None, rewritten, compressed, policy.name, True, counter)
+        return self._extract(job, self._safe_policy(), counter, fallback=reason)
+
+    def _extract(self, job: "_Job", policy, counter: TokenCounter, fallback: Optional[str] = None) -> CompressionResult:
+        try:
+            scored = policy.score(job.words.tokens, query=job.query)
+        except Exception as err:
+            log.warning("policy %s failed; returning the prompt uncompressed", policy.name, exc_info=True)
+            keep = np.ones(len(job.words), dtype=bool)
+            return job.result(keep, job.clean, job.original, "none", True, counter,
+                              fallback=f"{policy.name} raised {type(err).__name__}: {err}; prompt left uncompressed")
+        protected = scored.protected | words_in_spans(job.words, job.spans)
+        scores = np.asarray(scored.scores, dtype=np.float64)
+        keep = select_words(scores, protected, job.costs, job.budget)
+        text = join_kept(job.words, keep)
+        compressed = counter.count(text)
+        # Tokens can merge or split across the new word boundaries; trim the weakest words until the exact
+        # count fits (a few rounds at most, each dropping about the overshoot).
+        for _ in range(8):
+            over = compressed - job.budget
+            droppable = np.flatnonzero(keep & ~protected)
+            if over <= 0 or droppable.size == 0:
+                break
+            order = droppable[np.lexsort((-droppable, scores[droppable]))]
+            n_drop = int(np.searchsorted(np.cumsum(job.costs[order]), over)) + 1
+            keep[order[:n_drop]] = False
+            text = join_kept(job.words, keep)
+            compressed = counter.count(text)
+        protected_ok = bool(keep[protected].all())
+        return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
+
+
+class _Job:
+    """The facts of one call, so result-building is written once."""
+
+    def __init__(self, clean: str, words: Words, costs, original: int, budget: int, spans, query, start: float):
+        self.clean, self.words, self.costs, self.original = clean, words, costs, original
+        self.budget, self.spans, self.query, self.start = budget, spans, query, start
+
+    def result(self, keep, text, compressed, method, protected_ok, counter, fallback=None) -> CompressionResult:
+        return CompressionResult(
+            text=text,
+            original_tokens=self.original,
+            compressed_tokens=int(compressed),
+            tokenizer=counter.name,
+            target_tokens=self.budget,
+            kept=None if keep is None else tuple(bool(k) for k in keep),
+            protected_ok=protected_ok and spans_survive(self.spans, self.clean, text),
+            budget_met=int(compressed) <= self.budget,
+            method=method,
+            seconds=time.perf_counter() - self.start,
+            fallback=fallback,
+        )
+
+
+def _reject_rewrite(original: str, rewritten: Any, spans, counter: TokenCounter, original_tokens: int) -> Optional[str]:
+    """Why a rewrite cannot be used, or ``None``: rewriting can drop or invent facts, or not compress at all."""
+    if not isinstance(rewritten, str) or not rewritten.strip():
+        return "the rewrite was empty"
+    if counter.count(rewritten) >= original_tokens:
+        return "the rewrite was not shorter than the original"
+    if not spans_survive(spans, original, rewritten):
+        return "the rewrite lost a protected span"
+    invented = set(_NUMBER.findall(rewritten)) - set(_NUMBER.findall(original))
+    if invented:
+        return f"the rewrite contains numbers not in the original: {sorted(invented)}"
+    missing = set(_NUMBER.findall(original)) - set(_NUMBER.findall(rewritten))
+    if missing:
+        return f"the rewrite dropped numbers: {sorted(missing)}"
+    return None
+
+
+def _check_text(text: Any, name: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a str, got {type(text).__name__} ({_preview(text)}); "
+                        "pass the prompt as text (decode bytes first, join lists of messages yourself)")
+
+
+def _check_query(query: Any) -> None:
+    if query is not None and not isinstance(query, str):
+        raise TypeError(f"query must be a str or None, got {type(query).__name__} ({_preview(query)})")
+
+
+def _check_budget(rate: Any, target_tokens: Any, default_rate: float) -> tuple[str, float]:
+    if rate is not None and target_tokens is not None:
+        raise ValueError(f"got both rate={rate!r} and target_tokens={target_tokens!r}: a budget is one or the "
+                         "other; pass only one of them")
+    if target_tokens is not None:
+        return ("tokens", check_target_tokens(target_tokens))
+    return ("rate", check_rate(default_rate if rate is None else rate))
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _checkpoint_folder(folder_or_id: Union[str, os.PathLike]) -> Path:
+    path = Path(os.fspath(folder_or_id)).expanduser()
+    if path.is_dir():
+        return path
+    from .models import resolve
+
+    resolved = resolve(os.fspath(folder_or_id))  # raises a clear error for bad local paths
+    if Path(resolved).is_dir():
+        return Path(resolved)
+    from huggingface_hub import snapshot_download  # a hub id: fetch the checkpoint once (users with the hub)
+
+    return Path(snapshot_download(resolved, allow_patterns=["*.json", "*.safetensors", "*.md", "*.txt", "*.model"]))

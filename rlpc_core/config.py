@@ -1,0 +1,152 @@
+"""Configuration: frozen dataclasses, the one place where every setting and its default is explained.
+
+Every field is checked when the object is built, so a bad value fails at construction with a ``ValueError``
+that names the value, the rule and the fix, long before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, fix: str = "") -> None:
+    """Check ``lo <= value <= hi`` (``lo < value`` when ``lo_open``) for a real number, bools excluded."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is not a finite number; {fix or f'pass a number in [{lo}, {hi}]'}")
+    low_ok = value > lo if lo_open else value >= lo
+    if not (low_ok and value <= hi):
+        bracket = "(" if lo_open else "["
+        raise ValueError(f"{name}={value!r} is outside {bracket}{lo}, {hi}]; {fix or 'pass a value inside that range'}")
+
+
+def _integer(name: str, value: Any, lo: int, fix: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name}={value!r} must be an integer >= {lo}; {fix or f'pass an integer of at least {lo}'}")
+
+
+def check_rate(rate: Any) -> float:
+    """Validate a target rate (compressed / original tokens); shared by the API, the CLI and the adapters."""
+    _number("rate", rate, 0.0, 1.0, lo_open=True, fix="pass a fraction of the original tokens to keep, e.g. rate=0.5")
+    return float(rate)
+
+
+def check_target_tokens(target_tokens: Any) -> int:
+    _integer("target_tokens", target_tokens, 1, fix="pass the number of tokens the compressed prompt may use, e.g. 200")
+    return int(target_tokens)
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """Importance graph over a prompt's words, scored with personalized PageRank."""
+
+    #: Words up to this many positions apart are linked: local syntax without a parser (2 links a word to the
+    #: words around an article or preposition, e.g. "cost" and "shirt" in "cost of the shirt").
+    window: int = 2
+    #: PageRank damping. 0.85 is the classic value and the reference design's; lower values trust the
+    #: per-word priors below more than the graph structure.
+    damping: float = 0.85
+    #: Extra random-jump weight for numbers. Numbers carry the facts of math and QA prompts (reference: +3).
+    number_boost: float = 3.0
+    #: Extra weight for quantity words (half, twice, total, average, each, per, ...) (reference: +2).
+    quantity_boost: float = 2.0
+    #: Extra weight for capitalised words inside a sentence (a cheap entity detector: no NER model needed).
+    entity_boost: float = 1.0
+    #: Extra weight for the words of a sentence that ends with "?": the question a prompt asks.
+    question_boost: float = 1.0
+    #: Random-jump weight of a stopword relative to a content word (1.0). Low, not zero: some function words
+    #: ("not", "no") are kept in the list below the stopwords, and the rest still receive mass through links.
+    stopword_weight: float = 0.1
+    #: Share of all random-jump mass placed on the query's terms when a query is given. 0.5 makes the query as
+    #: strong as the whole passage's own priors: question-aware without ignoring the passage.
+    query_weight: float = 0.5
+    #: How far each word's score is pulled towards its sentence's mean score. Keeping whole relevant sentences
+    #: beats keeping scattered strong words for QA (the answer sits next to the words that match the question).
+    sentence_weight: float = 0.3
+    #: Link content words whose MiniLM embeddings have cosine above ``similarity_threshold`` (reference: 0.75).
+    #: Off by default: it costs a MiniLM forward per prompt and helps mainly for paraphrased queries.
+    use_embeddings: bool = False
+    similarity_threshold: float = 0.75
+    #: Model spec of the embedder used when ``use_embeddings`` is on.
+    embedder: str = "all-minilm-l6-v2"
+    #: Prompts are scored in chunks of about this many words, so cost grows linearly with length and a
+    #: 1 MB prompt never builds one huge graph. 512 words hold a typical retrieved passage whole.
+    chunk_words: int = 512
+    #: Protect every number (digits and number words): a compressed math prompt that loses a quantity is wrong.
+    protect_numbers: bool = True
+
+    def __post_init__(self) -> None:
+        _integer("window", self.window, 1)
+        _number("damping", self.damping, 0.0, 1.0, lo_open=True, fix="use a value like 0.85")
+        for name in ("number_boost", "quantity_boost", "entity_boost", "question_boost"):
+            _number(name, getattr(self, name), 0.0, 100.0)
+        _number("stopword_weight", self.stopword_weight, 0.0, 1.0)
+        _number("query_weight", self.query_weight, 0.0, 1.0, fix="use a share in [0, 1), e.g. 0.5")
+        _require(self.query_weight < 1.0, f"query_weight={self.query_weight!r} must be below 1: the passage needs "
+                 "some random-jump mass of its own; use e.g. 0.5")
+        _number("sentence_weight", self.sentence_weight, 0.0, 1.0)
+        _number("similarity_threshold", self.similarity_threshold, -1.0, 1.0)
+        _integer("chunk_words", self.chunk_words, 16, fix="use a few hundred words, e.g. 512")
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """Settings of a :class:`rlpc_core.Compressor`; the same object is saved with a checkpoint."""
+
+    #: Which policy compresses. ``graph`` is extractive and training-free; trained policies register more.
+    policy: str = "graph"
+    #: Default share of the original tokens to keep when a call gives neither ``rate`` nor ``target_tokens``.
+    #: 0.5 is the middle of the 30-50% savings users ask for and where peers are usually compared.
+    rate: float = 0.5
+    #: Tokenizer that budgets and figures are counted in: an embedded alias, a Hugging Face id or folder,
+    #: ``tiktoken:<encoding>``, or ``words`` (whitespace words). Default: the embedded SmolLM2 tokenizer, a
+    #: 49k-entry BPE close to what chat LLMs bill; set it to your downstream model's tokenizer for exact budgets.
+    tokenizer: str = "smollm2-135m-instruct"
+    #: Keep fenced code blocks verbatim: dropping a token from code breaks it.
+    keep_code: bool = True
+    #: Settings of the importance graph (used by the graph policy and as features by trained policies).
+    graph: GraphConfig = field(default_factory=GraphConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, str) or not self.policy:
+            raise ValueError(f"policy={self.policy!r} must be a non-empty policy name, e.g. 'graph'")
+        check_rate(self.rate)
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ValueError(f"tokenizer={self.tokenizer!r} must be a non-empty spec, e.g. 'words' or 'gpt2'")
+        if not isinstance(self.graph, GraphConfig):
+            raise ValueError(f"graph={self.graph!r} must be a GraphConfig; build one with GraphConfig(...)")
+
+    def replace(self, **changes: Any) -> "CompressorConfig":
+        """A copy with some fields changed; ``graph`` may be a GraphConfig or a dict of its fields to change."""
+        graph = changes.get("graph")
+        if isinstance(graph, Mapping):
+            changes["graph"] = dataclasses.replace(self.graph, **graph)
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            valid = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}: valid settings are {valid}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CompressorConfig":
+        data = dict(data)
+        graph = data.pop("graph", {}) or {}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - valid
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)} in saved config: valid settings are {sorted(valid)}")
+        graph_fields = {f.name for f in dataclasses.fields(GraphConfig)}
+        bad = set(graph) - graph_fields
+        if bad:
+            raise ValueError(f"unknown graph setting(s) {sorted(bad)}: valid settings are {sorted(graph_fields)}")
+        return cls(graph=GraphConfig(**graph), **data)

@@ -1,0 +1,51 @@
+"""The one result type every policy returns: numbers, the text and the keep mask, never formatted strings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    #: The compressed prompt (markup removed). Equal to the original when compression fell back.
+    text: str
+    #: Token counts in ``tokenizer``.
+    original_tokens: int
+    compressed_tokens: int
+    #: Name of the tokenizer the counts are in (a model spec, ``tiktoken:…`` or ``words``).
+    tokenizer: str
+    #: The budget this call aimed at, in tokens of ``tokenizer``.
+    target_tokens: int
+    #: Per-word keep mask over the original's whitespace words, for extractive policies; ``None`` for a
+    #: rewriting policy, whose output is not a subsequence of the input.
+    kept: Optional[tuple[bool, ...]]
+    #: Every protected span (markup, ``protect=``, code blocks, numbers) appears verbatim in ``text``.
+    protected_ok: bool
+    #: ``compressed_tokens <= target_tokens``. False only when the protected spans alone exceed the budget:
+    #: they are kept anyway, because losing them would damage the prompt.
+    budget_met: bool
+    #: The policy that produced ``text`` (after any fallback).
+    method: str
+    #: Wall-clock seconds spent in compression.
+    seconds: float
+    #: Why the requested policy's output was not used (``None`` when it was).
+    fallback: Optional[str] = None
+
+    @property
+    def ratio(self) -> float:
+        """compressed / original tokens (1.0 for an empty prompt)."""
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field plus the derived figures, JSON-ready (``kept`` becomes a list)."""
+        data = dataclasses.asdict(self)
+        data["kept"] = None if self.kept is None else list(self.kept)
+        data["ratio"] = self.ratio
+        data["saved_tokens"] = self.saved_tokens
+        return data

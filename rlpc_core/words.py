@@ -1,0 +1,84 @@
+"""Segment a prompt into whitespace-delimited words and put a subset back together.
+
+Words are the unit every extractive policy keeps or drops: a word is a maximal run of non-whitespace
+characters, so a compressed prompt is always an order-preserving subsequence of the original's words and
+two kept words can never be glued together. Punctuation stays attached to its word ("market." is one word),
+which keeps "$80,000" or "150%" whole.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Words:
+    """A prompt cut into words, with each word's character span so protected spans can be mapped onto it."""
+
+    text: str
+    starts: np.ndarray  # int64 character offset of each word's first character
+    ends: np.ndarray  # int64 offset one past each word's last character
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.text[self.starts[i] : self.ends[i]]
+
+    @property
+    def tokens(self) -> list[str]:
+        return [self.text[s:e] for s, e in zip(self.starts.tolist(), self.ends.tolist())]
+
+
+def split_words(text: str) -> Words:
+    """Cut ``text`` into whitespace-delimited words, remembering where each one sits."""
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    if not spans:
+        empty = np.zeros(0, dtype=np.int64)
+        return Words(text, empty, empty)
+    arr = np.asarray(spans, dtype=np.int64)
+    return Words(text, arr[:, 0].copy(), arr[:, 1].copy())
+
+
+def words_in_spans(words: Words, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Boolean mask of the words that overlap any character span (a span cutting a word protects all of it)."""
+    mask = np.zeros(len(words), dtype=bool)
+    for start, end in spans:
+        if end <= start:
+            continue
+        # words whose end is after the span start and whose start is before the span end overlap it
+        lo = int(np.searchsorted(words.ends, start, side="right"))
+        hi = int(np.searchsorted(words.starts, end, side="left"))
+        mask[lo:hi] = True
+    return mask
+
+
+def join_kept(words: Words, keep: np.ndarray) -> str:
+    """Rebuild the text from the kept words.
+
+    Runs of consecutive kept words keep their original whitespace, so a protected span or a code block comes
+    out verbatim. Where words were dropped, the gap becomes the whitespace that preceded the next kept word,
+    or a newline if the dropped stretch crossed one and that whitespace did not (paragraphs survive).
+    """
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return ""
+    text, starts, ends = words.text, words.starts, words.ends
+    parts = [text[starts[idx[0]] : ends[idx[0]]]]
+    prev = int(idx[0])
+    for i in idx[1:].tolist():
+        gap = text[ends[i - 1] : starts[i]]  # the whitespace right before word i
+        if i != prev + 1:
+            dropped = text[ends[prev] : starts[i]]
+            if "\n" in dropped and "\n" not in gap:
+                gap = "\n"
+        parts.append(gap)
+        parts.append(text[starts[i] : ends[i]])
+        prev = i
+    return "".join(parts)

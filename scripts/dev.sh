@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: set up .venv (idempotent, quiet on a second run), then run a job.
+#   bash scripts/dev.sh demo   -> compress an example GSM8K prompt with the embedded default compressor
+#   bash scripts/dev.sh test   -> run the offline test suite
+#   bash scripts/dev.sh setup  -> only set up
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-demo}"; shift || true
+
+PY="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.rlpc-setup-stamp"
+# The stamp records what was installed; a changed pyproject.toml or script triggers a re-install.
+want="$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -d' ' -f1)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "rlpc: creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "rlpc: installing dependencies into $VENV (first run takes a few minutes)" >&2
+  # torch first, pinned: anything later that depends on torch then finds it satisfied and never pulls a CUDA build.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]"
+  echo "$want" > "$STAMP"
+fi
+# Fetch and verify the embedded models once (no-op when already cached).
+"$VENV/bin/rlpc" models pull all-minilm-l6-v2 smollm2-135m-instruct --quiet
+
+case "$job" in
+  setup) ;;
+  demo) exec "$VENV/bin/rlpc" compress --example "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  *) echo "rlpc: unknown job '$job'; use one of: demo, test, setup" >&2; exit 2 ;;
+esac
