@@ -18,10 +18,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "rlpc: installing dependencies into $VENV (first run takes a few minutes)" >&2
-  # torch first, pinned: anything later that depends on torch then finds it satisfied and never pulls a CUDA build.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[all]"
+  echo "rlpc: installing dependencies into $VENV (first run takes a few minutes; log: $VENV/install.log)" >&2
+  {
+    # torch first, pinned: anything later that depends on torch then finds it satisfied and never pulls a CUDA build.
+    "$VENV/bin/python" -m pip install --disable-pip-version-check "torch==2.13.0" &&
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[all]"
+  } > "$VENV/install.log" 2>&1 || { tail -n 30 "$VENV/install.log" >&2; echo "rlpc: install failed (full log: $VENV/install.log)" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi
 # Fetch and verify the embedded models once (no-op when already cached).

@@ -235,3 +235,46 @@ def test_invariants_hold_for_any_text(word_compressor, words, seps, rate):
     assert is_subsequence(r.text.split(), text.split())
     assert r.compressed_tokens <= r.original_tokens
     assert r.protected_ok
+
+
+def test_a_1mb_prompt_compresses_with_bounded_memory():
+    import tracemalloc
+
+    rows = read_jsonl("squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl")
+    contexts = list(dict.fromkeys(r["context"] for r in rows))
+    parts, size, i = [], 0, 0
+    while size < 1_000_000:
+        parts.append(contexts[i % len(contexts)])
+        size += len(parts[-1]) + 2
+        i += 1
+    text = "\n\n".join(parts)
+    c = Compressor(tokenizer="words")
+    tracemalloc.start()
+    try:
+        r = c.compress(text, rate=0.3, query="Who ruled Normandy?")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert abs(r.ratio - 0.3) < 0.05 and r.protected_ok
+    # ~60 bytes of working state per input character at most; the graph never holds more than one chunk
+    assert peak < 60 * len(text), f"peak {peak / 1e6:.0f} MB for a {len(text) / 1e6:.1f} MB prompt"
+
+
+def test_tiktoken_budgets_when_available(monkeypatch):
+    tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is optional")
+    import os
+
+    try:
+        import llama_index.core as li  # ships cl100k offline; users with the network need nothing
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", os.path.join(os.path.dirname(li.__file__), "_static", "tiktoken_cache"))
+        tiktoken.get_encoding("cl100k_base")
+    except Exception as err:  # noqa: BLE001 - any failure means the encoding cannot be had offline here
+        pytest.skip(f"cl100k_base not available offline: {err}")
+    from rlpc_core.tokens import TiktokenCounter
+    from rlpc_core.words import split_words
+
+    counter = TiktokenCounter("cl100k_base")
+    text = "Janet’s ducks lay 16 eggs per day; naïve café prices rose 5% in 2023, said Zoë. " * 4
+    assert counter.word_costs(split_words(text)).sum() == counter.count(text)
+    r = Compressor(tokenizer="tiktoken:cl100k_base").compress(text, rate=0.5)
+    assert r.tokenizer == "tiktoken:cl100k_base" and r.budget_met and "16" in r.text
