@@ -57,6 +57,9 @@ class GraphConfig:
     number_boost: float = 3.0
     #: Extra weight for quantity words (half, twice, total, average, each, per, ...) (reference: +2).
     quantity_boost: float = 2.0
+    #: Extra weight for the first content word after a number: its unit ("48 muffins", "$3 each" -> what costs
+    #: $3 is said nearby). A number kept without its unit is a number the reader cannot use.
+    unit_boost: float = 2.0
     #: Extra weight for capitalised words inside a sentence (a cheap entity detector: no NER model needed).
     entity_boost: float = 1.0
     #: Extra weight for the words of a sentence that ends with "?": the question a prompt asks.
@@ -85,7 +88,7 @@ class GraphConfig:
     def __post_init__(self) -> None:
         _integer("window", self.window, 1)
         _number("damping", self.damping, 0.0, 1.0, lo_open=True, fix="use a value like 0.85")
-        for name in ("number_boost", "quantity_boost", "entity_boost", "question_boost"):
+        for name in ("number_boost", "quantity_boost", "unit_boost", "entity_boost", "question_boost"):
             _number(name, getattr(self, name), 0.0, 100.0)
         _number("stopword_weight", self.stopword_weight, 0.0, 1.0)
         _number("query_weight", self.query_weight, 0.0, 1.0, fix="use a share in [0, 1), e.g. 0.5")
@@ -119,7 +122,7 @@ class CompressorConfig:
             raise ValueError(f"policy={self.policy!r} must be a non-empty policy name, e.g. 'graph'")
         check_rate(self.rate)
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
-            raise ValueError(f"tokenizer={self.tokenizer!r} must be a non-empty spec, e.g. 'words' or 'gpt2'")
+            raise ValueError(f"tokenizer={self.tokenizer!r} must be a non-empty spec, e.g. 'words' or 'openai-community/gpt2'")
         if not isinstance(self.graph, GraphConfig):
             raise ValueError(f"graph={self.graph!r} must be a GraphConfig; build one with GraphConfig(...)")
 

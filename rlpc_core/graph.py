@@ -62,6 +62,7 @@ class WordFeatures:
     is_stop: np.ndarray
     sentence: np.ndarray  # sentence index of each word
     in_question: np.ndarray  # word belongs to a sentence that ends with "?"
+    is_unit: np.ndarray  # first content word within two words after a number, in the same sentence
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,13 @@ def word_features(words: Sequence[str]) -> WordFeatures:
             sid += 1
     question_sentences = {int(sentence[i]) for i, w in enumerate(words) if w.rstrip("\"')]").endswith("?")}
     in_question = np.fromiter((int(s) in question_sentences for s in sentence), dtype=bool, count=n)
-    return WordFeatures(norm, lemma, is_number, is_quantity, is_entity, is_stop, sentence, in_question)
+    is_unit = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(is_number).tolist():
+        for j in (i + 1, i + 2):
+            if j < n and sentence[j] == sentence[i] and not is_stop[j] and not is_number[j]:
+                is_unit[j] = True
+                break
+    return WordFeatures(norm, lemma, is_number, is_quantity, is_entity, is_stop, sentence, in_question, is_unit)
 
 
 def query_lemmas(query: Optional[str]) -> list[str]:
@@ -189,6 +196,7 @@ def personalization(feats: WordFeatures, config: GraphConfig, query: Optional[st
         prior
         + config.number_boost * feats.is_number
         + config.quantity_boost * feats.is_quantity
+        + config.unit_boost * feats.is_unit
         + config.entity_boost * feats.is_entity
         + config.question_boost * (feats.in_question & ~feats.is_stop)
     )

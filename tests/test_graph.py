@@ -92,3 +92,11 @@ def test_config_rejects_bad_values():
         GraphConfig(damping=1.5)
     with pytest.raises(ValueError, match="chunk_words"):
         GraphConfig(chunk_words=2)
+
+
+def test_units_after_numbers_are_boosted():
+    words = "She sold 48 muffins and then went home happily.".split()
+    f = word_features(words)
+    assert [w for w, u in zip(words, f.is_unit) if u] == ["muffins"]
+    s = score_words(words, GraphConfig(sentence_weight=0.0)).scores
+    assert s[3] > s[words.index("went")]
