@@ -188,10 +188,14 @@ def _link_similar_hubs(g: nx.Graph, embed: Embed, threshold: float) -> None:
         g.add_edge(hubs[a], hubs[b], weight=float(sims[a, b]))
 
 
+def _droppable_stopwords(feats: WordFeatures) -> np.ndarray:
+    negation = np.fromiter((x in NEGATIONS for x in feats.norm), dtype=bool, count=len(feats.norm))
+    return feats.is_stop & ~negation
+
+
 def personalization(feats: WordFeatures, config: GraphConfig, query: Optional[str]) -> dict:
     """Random-jump prior: content words 1, stopwords ``stopword_weight``, plus boosts; a share on the query."""
-    negation = np.fromiter((x in NEGATIONS for x in feats.norm), dtype=bool, count=len(feats.norm))
-    prior = np.where(feats.is_stop & ~negation, config.stopword_weight, 1.0)
+    prior = np.where(_droppable_stopwords(feats), config.stopword_weight, 1.0)
     prior = (
         prior
         + config.number_boost * feats.is_number
@@ -238,6 +242,9 @@ def _score_chunk(words, feats: WordFeatures, config: GraphConfig, query, embed) 
     g = build_graph(words, feats, config, query=query, embed=embed)
     rank = nx.pagerank(g, alpha=config.damping, personalization=personalization(feats, config, query), weight="weight")
     s = np.fromiter((rank[i] for i in range(n)), dtype=np.float64, count=n)
+    # Links carry mass into stopwords as freely as into content words (a stopword next to a number would outrank
+    # the sentence's nouns); scale them down after ranking so they go first when the budget is tight.
+    s = np.where(_droppable_stopwords(feats), s * np.sqrt(config.stopword_weight), s)
     s = s / s.mean() if s.mean() > 0 else np.ones(n)
     if config.sentence_weight > 0:
         sums = np.bincount(feats.sentence, weights=s)

@@ -52,12 +52,12 @@ class HFTokenCounter:
         self._tok = load_tokenizer(spec)
 
     def count(self, text: str) -> int:
-        return len(self._tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"]) if text else 0
 
     def word_costs(self, words: Words) -> np.ndarray:
         if len(words) == 0:
             return np.zeros(0, dtype=np.int64)
-        enc = self._tok(words.text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self._tok(words.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         ends = np.asarray([end for _, end in enc["offset_mapping"]], dtype=np.int64)
         return _costs_from_token_ends(words, ends)
 

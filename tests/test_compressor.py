@@ -257,8 +257,9 @@ def test_a_1mb_prompt_compresses_with_bounded_memory():
     finally:
         tracemalloc.stop()
     assert abs(r.ratio - 0.3) < 0.05 and r.protected_ok
-    # measured ~27 bytes of working state per input character; the graph never holds more than one chunk
-    assert peak < 60 * len(text), f"peak {peak / 1e6:.0f} MB for a {len(text) / 1e6:.1f} MB prompt"
+    # Seen: 27-68 MB. One chunk's graph is alive at a time, but networkx graphs hold reference cycles that the
+    # cyclic GC frees in batches, so the peak depends on GC timing. A whole-prompt graph would need gigabytes.
+    assert peak < 150 * len(text), f"peak {peak / 1e6:.0f} MB for a {len(text) / 1e6:.1f} MB prompt"
 
 
 def test_tiktoken_budgets_when_available(monkeypatch):

@@ -1,0 +1,125 @@
+"""``RLPCNodePostprocessor``: compress every retrieved node on its own before the LLM sees it.
+
+A thin layer over ``rlpc_core``: all compression is the core's ``Compressor.compress_batch``. Each node keeps
+its id, metadata, relationships and score; only its text changes, and the figures of its compression are added
+to its metadata under ``rlpc_*`` keys that neither the LLM nor the embedder is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, List, Optional, Union
+
+from llama_index.core.bridge.pydantic import Field, field_validator, model_validator
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import BaseNode, Node, NodeWithScore, QueryBundle, TextNode
+
+from rlpc_core import CompressionResult, Compressor
+from rlpc_core.config import check_rate, check_target_tokens
+
+#: The figures added to each compressed node's metadata (under ``metadata_prefix``), in this order.
+FIGURES = ("original_tokens", "compressed_tokens", "ratio", "method", "tokenizer", "protected_ok", "fallback")
+
+
+class RLPCNodePostprocessor(BaseNodePostprocessor):
+    """Compress each retrieved node's text with an rlpc ``Compressor``, question-aware when a query is given.
+
+    >>> from llama_index.core import VectorStoreIndex          # doctest: +SKIP
+    >>> engine = index.as_query_engine(node_postprocessors=[RLPCNodePostprocessor(rate=0.5)])  # doctest: +SKIP
+    """
+
+    rate: Optional[float] = Field(
+        default=None, description="Share of each node's tokens to keep; None with no target_tokens: the compressor's default rate.")
+    target_tokens: Optional[int] = Field(
+        default=None, description="Token budget per node (in the compressor's tokenizer); exclusive with rate.")
+    compressor: Compressor = Field(
+        default_factory=Compressor, exclude=True,
+        description="The rlpc Compressor doing the work (default: the embedded default; loads nothing until used).")
+    query_aware: bool = Field(default=True, description="Pass the query to the compressor so question words survive.")
+    protect: List[Union[str, re.Pattern]] = Field(
+        default_factory=list, description="Strings (every occurrence) and compiled regexes (every match) kept verbatim.")
+    metadata_prefix: str = Field(default="rlpc_", description="Prefix of the metadata keys holding the figures.")
+
+    # mode="before": the core's checks see the value as given (pydantic would turn "0.5" into 0.5 first)
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _check_rate(cls, value: Any) -> Optional[float]:
+        return None if value is None else check_rate(value)
+
+    @field_validator("target_tokens", mode="before")
+    @classmethod
+    def _check_target_tokens(cls, value: Any) -> Optional[int]:
+        return None if value is None else check_target_tokens(value)
+
+    @field_validator("metadata_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value:
+            raise ValueError("metadata_prefix='' would let the figures overwrite the node's own metadata keys; "
+                             "pass a non-empty prefix such as 'rlpc_'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> "RLPCNodePostprocessor":
+        if self.rate is not None and self.target_tokens is not None:
+            raise ValueError(f"got both rate={self.rate!r} and target_tokens={self.target_tokens!r}: a budget is "
+                             "one or the other; pass only one of them")
+        return self
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RLPCNodePostprocessor"
+
+    def _postprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
+        if not nodes:
+            return []
+        texts = [_text_of(n.node) for n in nodes]
+        todo = [i for i, t in enumerate(texts) if t is not None and t.strip()]
+        if not todo:
+            return list(nodes)
+        query = query_bundle.query_str if (self.query_aware and query_bundle is not None) else None
+        results = self.compressor.compress_batch(
+            [texts[i] for i in todo], rate=self.rate, target_tokens=self.target_tokens,
+            query=query or None, protect=list(self.protect),
+        )
+        out = list(nodes)
+        for i, result in zip(todo, results):
+            out[i] = NodeWithScore(node=self._compressed_copy(nodes[i].node, result), score=nodes[i].score)
+        return out
+
+    async def _apostprocess_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+    ) -> List[NodeWithScore]:
+        # compression is CPU-bound: run it in a worker thread so the event loop stays free
+        return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
+
+    def _compressed_copy(self, node: BaseNode, result: CompressionResult) -> BaseNode:
+        figures = {f"{self.metadata_prefix}{name}": getattr(result, name) for name in FIGURES}
+        keys = list(figures)
+        # A shallow copy with fresh metadata dict and key lists: the caller's node objects are never mutated.
+        copy = node.model_copy(update={
+            "metadata": {**node.metadata, **figures},
+            "excluded_llm_metadata_keys": _extend(node.excluded_llm_metadata_keys, keys),
+            "excluded_embed_metadata_keys": _extend(node.excluded_embed_metadata_keys, keys),
+        })
+        copy.set_content(result.text)
+        return copy
+
+
+def _text_of(node: BaseNode) -> Optional[str]:
+    """The node's own text (no metadata), or None for a node kind that carries no text to compress."""
+    if isinstance(node, TextNode):
+        return node.text if isinstance(node.text, str) else None
+    if isinstance(node, Node) and node.text_resource is not None:
+        return node.text_resource.text
+    return None
+
+
+def _extend(keys: List[str], more: List[str]) -> List[str]:
+    return list(keys) + [k for k in more if k not in keys]
+
+
+__all__ = ["FIGURES", "RLPCNodePostprocessor"]
