@@ -21,3 +21,12 @@ def test_example_rejects_a_missing_data_path(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "examples" / "compress_prompt.py"), "--data",
                         str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_langchain_chain_example_answers_with_a_real_local_llm():
+    read_jsonl("gsm8k/test.jsonl", limit=1)
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "langchain_chain.py"), "--limit", "2",
+                        "--max-new-tokens", "16"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "tokens saved:" in p.stdout and "over 2 questions" in p.stdout
+    assert p.stdout.count("every number and protected span kept: True") == 2
