@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from rlpc_core.config import check_rate
+from rlpc_core import check_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "squad_v2_dev_subset" / "squad_v2_dev_first5articles.jsonl"
@@ -72,12 +72,10 @@ def main() -> int:
     # heavy imports after argument checks, so a usage error answers at once
     from llama_index.core import PromptTemplate, VectorStoreIndex
     from llama_index.core.schema import TextNode
-    from transformers.utils import logging as hf_logging
 
     from llama_index_rlpc import RLPCNodePostprocessor
     from local_models import MiniLMEmbedding, SmolLM2LLM
 
-    hf_logging.disable_progress_bar()
     postprocessor = RLPCNodePostprocessor(rate=args.rate)
 
     start = time.perf_counter()

@@ -16,6 +16,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import CompletionResponse, CompletionResponseGen, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 
+from local_generate import chat_generate
+
 
 class MiniLMEmbedding(BaseEmbedding):
     """Sentence embeddings (normalised, so dot product = cosine) from an rlpc model spec; default all-MiniLM-L6-v2."""
@@ -61,15 +63,7 @@ class SmolLM2LLM(CustomLLM):
         return LLMMetadata(context_window=self.context_window, num_output=self.max_new_tokens, model_name=self.model)
 
     def _generate(self, prompt: str) -> str:
-        import torch
-        from rlpc_core.models import load_causal_lm
-
-        model, tok = load_causal_lm(self.model)
-        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
-        with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        return chat_generate([{"role": "user", "content": prompt}], model=self.model, max_new_tokens=self.max_new_tokens)
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

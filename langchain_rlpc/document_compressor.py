@@ -14,9 +14,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field, model_validator
 
-from rlpc_core import Compressor
-
-from ._common import check_budget, figures
+from rlpc_core import Compressor, check_budget
 
 
 class RLPCDocumentCompressor(BaseDocumentCompressor):
@@ -47,7 +45,7 @@ class RLPCDocumentCompressor(BaseDocumentCompressor):
         out = list(docs)
         for i, result in zip(todo, results):
             metadata = dict(docs[i].metadata)
-            metadata.update({self.metadata_prefix + k: v for k, v in figures(result).items()})
+            metadata.update({self.metadata_prefix + k: v for k, v in result.figures().items()})
             out[i] = docs[i].model_copy(update={"page_content": result.text, "metadata": metadata})
         return out
 

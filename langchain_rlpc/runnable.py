@@ -18,9 +18,7 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 
-from rlpc_core import Compressor
-
-from ._common import check_budget, figures
+from rlpc_core import Compressor, check_budget
 
 COMPRESSION_EVENT = "rlpc_compression"
 ROLES = ("human", "system", "ai", "tool")
@@ -198,5 +196,5 @@ def _summary(results) -> dict[str, Any]:
         "saved_tokens": original - compressed,
         "ratio": compressed / original if original else 1.0,
         "tokenizer": results[0].tokenizer,
-        "texts": [figures(r) for r in results],
+        "texts": [r.figures() for r in results],
     }

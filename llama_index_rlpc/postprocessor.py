@@ -15,11 +15,10 @@ from llama_index.core.bridge.pydantic import Field, field_validator, model_valid
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, Node, NodeWithScore, QueryBundle, TextNode
 
-from rlpc_core import CompressionResult, Compressor
-from rlpc_core.config import check_rate, check_target_tokens
+from rlpc_core import CompressionResult, Compressor, check_budget, check_rate, check_target_tokens
 
-#: The figures added to each compressed node's metadata (under ``metadata_prefix``), in this order.
-FIGURES = ("original_tokens", "compressed_tokens", "ratio", "method", "tokenizer", "protected_ok", "fallback")
+#: The figures added to each compressed node's metadata (under ``metadata_prefix``).
+FIGURES = CompressionResult.FIGURES
 
 
 class RLPCNodePostprocessor(BaseNodePostprocessor):
@@ -35,7 +34,8 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
         default=None, description="Token budget per node (in the compressor's tokenizer); exclusive with rate.")
     compressor: Compressor = Field(
         default_factory=Compressor, exclude=True,
-        description="The rlpc Compressor doing the work (default: the embedded default; loads nothing until used).")
+        description="The rlpc Compressor doing the work (default: the embedded default; loads nothing until used). "
+                    "Not serialized: to_dict()/to_json() omit it and from_dict() builds the default.")
     query_aware: bool = Field(default=True, description="Pass the query to the compressor so question words survive.")
     protect: List[Union[str, re.Pattern]] = Field(
         default_factory=list, description="Strings (every occurrence) and compiled regexes (every match) kept verbatim.")
@@ -62,9 +62,7 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
 
     @model_validator(mode="after")
     def _check_budget(self) -> "RLPCNodePostprocessor":
-        if self.rate is not None and self.target_tokens is not None:
-            raise ValueError(f"got both rate={self.rate!r} and target_tokens={self.target_tokens!r}: a budget is "
-                             "one or the other; pass only one of them")
+        check_budget(self.rate, self.target_tokens)
         return self
 
     @classmethod
@@ -97,7 +95,7 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
         return await asyncio.to_thread(self._postprocess_nodes, nodes, query_bundle)
 
     def _compressed_copy(self, node: BaseNode, result: CompressionResult) -> BaseNode:
-        figures = {f"{self.metadata_prefix}{name}": getattr(result, name) for name in FIGURES}
+        figures = {f"{self.metadata_prefix}{name}": value for name, value in result.figures().items()}
         keys = list(figures)
         # A shallow copy with fresh metadata dict and key lists: the caller's node objects are never mutated.
         copy = node.model_copy(update={

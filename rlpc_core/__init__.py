@@ -5,7 +5,7 @@ torch or network is touched until a compressor is first used.
 """
 
 from .compressor import Compressor, select_words
-from .config import CompressorConfig, GraphConfig
+from .config import CompressorConfig, GraphConfig, check_budget, check_rate, check_target_tokens
 from .graph import GraphScores, score_words
 from .policies import policy_names, register_policy
 from .result import CompressionResult
@@ -21,6 +21,9 @@ __all__ = [
     "GraphScores",
     "KEEP_CLOSE",
     "KEEP_OPEN",
+    "check_budget",
+    "check_rate",
+    "check_target_tokens",
     "policy_names",
     "register_policy",
     "score_words",

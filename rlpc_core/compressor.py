@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from .config import CompressorConfig, check_rate, check_target_tokens
+from .config import CompressorConfig, check_budget
 from .policies import ExtractivePolicy, check_policy_name, make_policy
 from .result import CompressionResult
 from .spans import ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_markup
@@ -69,6 +69,14 @@ class Compressor:
         self._fallback_policy = None
         self._counter: Optional[TokenCounter] = None
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle the settings only: loaded models and the lock are rebuilt lazily on the other side, so a
+        # compressor travels to worker processes (and through frameworks that pickle components) intact.
+        return {"config": self.config, "checkpoint": self.checkpoint}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], checkpoint=state["checkpoint"])
 
     def __repr__(self) -> str:
         return f"Compressor(policy={self.config.policy!r}, tokenizer={self.config.tokenizer!r})"
@@ -297,12 +305,10 @@ def _check_query(query: Any) -> None:
 
 
 def _check_budget(rate: Any, target_tokens: Any, default_rate: float) -> tuple[str, float]:
-    if rate is not None and target_tokens is not None:
-        raise ValueError(f"got both rate={rate!r} and target_tokens={target_tokens!r}: a budget is one or the "
-                         "other; pass only one of them")
+    check_budget(rate, target_tokens)
     if target_tokens is not None:
-        return ("tokens", check_target_tokens(target_tokens))
-    return ("rate", check_rate(default_rate if rate is None else rate))
+        return ("tokens", int(target_tokens))
+    return ("rate", float(default_rate if rate is None else rate))
 
 
 def _preview(value: Any) -> str:

@@ -43,6 +43,17 @@ def check_target_tokens(target_tokens: Any) -> int:
     return int(target_tokens)
 
 
+def check_budget(rate: Any, target_tokens: Any) -> None:
+    """Validate an optional ``rate`` / ``target_tokens`` pair up front (adapters call this at construction)."""
+    if rate is not None and target_tokens is not None:
+        raise ValueError(f"got both rate={rate!r} and target_tokens={target_tokens!r}: a budget is one or the "
+                         "other; pass only one of them")
+    if rate is not None:
+        check_rate(rate)
+    if target_tokens is not None:
+        check_target_tokens(target_tokens)
+
+
 @dataclass(frozen=True)
 class GraphConfig:
     """Importance graph over a prompt's words, scored with personalized PageRank."""

@@ -374,6 +374,21 @@ _LOADED: dict[tuple, Any] = {}
 _LOAD_LOCK = threading.RLock()  # one load at a time: two threads asking for one model must not load it twice
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    # transformers 5 draws a "Loading weights" bar on every load; a library's model load should be silent.
+    # The switch is global, so it is restored to the caller's setting afterwards.
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _from_pretrained(loader: Callable[..., Any], spec: str | os.PathLike, resolved: str, **kwargs: Any) -> Any:
     local = os.path.isdir(resolved)
     # transformers answers a folder that is not a model with unrelated-sounding errors (missing sentencepiece,
@@ -382,7 +397,8 @@ def _from_pretrained(loader: Callable[..., Any], spec: str | os.PathLike, resolv
         raise ModelError(f"folder {resolved!r} (from {spec!r}) is not a model folder: it holds none of "
                          f"{', '.join(_CONFIG_FILES)}; pass the folder that from_pretrained or save_pretrained used")
     try:
-        return loader(resolved, **kwargs)
+        with _no_progress_bars():
+            return loader(resolved, **kwargs)
     except OSError as e:
         if local:
             raise ModelError(f"folder {resolved!r} (from {spec!r}) is not a loadable model; check that it holds "

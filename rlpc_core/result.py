@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class CompressionResult:
     @property
     def saved_tokens(self) -> int:
         return self.original_tokens - self.compressed_tokens
+
+    #: The figures adapters put in metadata and traces: everything but the text and the per-word mask.
+    FIGURES: ClassVar[tuple[str, ...]] = ("original_tokens", "compressed_tokens", "saved_tokens", "ratio", "target_tokens", "tokenizer",
+               "method", "protected_ok", "budget_met", "fallback", "seconds")
+
+    def figures(self) -> dict[str, Any]:
+        """The numbers of this result, JSON-ready (no text, no keep mask: too large for metadata or a trace)."""
+        return {name: getattr(self, name) for name in self.FIGURES}
 
     def to_dict(self) -> dict[str, Any]:
         """Every field plus the derived figures, JSON-ready (``kept`` becomes a list)."""

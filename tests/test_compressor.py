@@ -280,3 +280,14 @@ def test_tiktoken_budgets_when_available(monkeypatch):
     assert counter.word_costs(split_words(text)).sum() == counter.count(text)
     r = Compressor(tokenizer="tiktoken:cl100k_base").compress(text, rate=0.5)
     assert r.tokenizer == "tiktoken:cl100k_base" and r.budget_met and "16" in r.text
+
+
+def test_pickling_keeps_settings_and_drops_loaded_state():
+    import pickle
+
+    c = Compressor(tokenizer="words", rate=0.3)
+    c.compress("warm the policy up before pickling it here")
+    clone = pickle.loads(pickle.dumps(c))
+    assert clone.config == c.config and clone._policy is None
+    assert clone.compress("one two three four five six seven eight nine ten").text == \
+        c.compress("one two three four five six seven eight nine ten").text

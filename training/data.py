@@ -1,0 +1,311 @@
+"""Evaluation data: one :class:`Example` shape for math, QA and long-transcript summarisation.
+
+A dataset spec is one of
+
+* a name: ``gsm8k`` (GSM8K, split ``test`` by default), ``squad`` (the SQuAD v2 dev subset, answerable questions
+  only), ``nq`` (NQ-open with its gold passage), ``qmsum`` (QMSum test meetings with their specific queries), read
+  from the shared data folder (``--data-dir``, default ``../shared/data`` beside the repository);
+* a path to a JSONL file: rows in one of those four formats are recognised by their fields; any other file
+  names its fields (``text_field``, ``question_field``, ``answer_field``);
+* ``hf:ORG/NAME[:CONFIG]`` for users with the Hugging Face hub (``datasets.load_dataset``, imported only then),
+  e.g. ``hf:openai/gsm8k:main`` or ``hf:rajpurkar/squad_v2`` (split ``validation``); rows are recognised the
+  same way.
+
+Sampling is deterministic: rows are shuffled with a fixed seed and the first ``limit`` are taken, so every method
+of a run, and every run with the same seed, sees the same rows.
+
+    >>> rows = load("gsm8k", limit=3, seed=0)          # doctest: +SKIP
+    >>> rows[0].task, rows[0].answers                    # doctest: +SKIP
+    ('math', ('18',))
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+TASKS = ("math", "qa", "summary")
+
+#: Named datasets: file (relative to the data folder) per split, the task, and the format of its rows.
+NAMED: Mapping[str, dict[str, Any]] = {
+    "gsm8k": {"files": {"test": "gsm8k/test.jsonl", "train": "gsm8k/train.jsonl"}, "default_split": "test",
+              "format": "gsm8k", "hub": ("openai/gsm8k", "main")},
+    "squad": {"files": {"validation": "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl"},
+              "default_split": "validation", "format": "squad", "hub": ("rajpurkar/squad_v2", None)},
+    "nq": {"files": {"test": "nq_open_oracle/nq_open_oracle_first500.jsonl"}, "default_split": "test",
+           "format": "nq", "hub": None},
+    "qmsum": {"files": {"test": "qmsum/test.jsonl"}, "default_split": "test", "format": "qmsum", "hub": None},
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation row: what gets compressed, the question it must still answer, and the gold answers."""
+
+    #: Stable row id (the dataset's own id where it has one, else ``<name>-<split>-<index>``).
+    id: str
+    #: ``math`` (text is the whole problem), ``qa`` (text is the context, question asked about it) or ``summary``.
+    task: str
+    #: What gets compressed: the GSM8K question, the QA context, the meeting transcript.
+    text: str
+    #: ``None`` for math; the QA question; the QMSum query. Never compressed.
+    question: Optional[str]
+    #: Gold answers: GSM8K's final number (after ``####``), every SQuAD/NQ answer string, QMSum's summary.
+    answers: tuple[str, ...]
+    #: GSM8K's full worked solution (ending in ``#### N``), else ``None``.
+    solution: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "task": self.task, "text": self.text, "question": self.question,
+                "answers": list(self.answers), "solution": self.solution}
+
+
+class DataError(ValueError):
+    """A dataset spec cannot be loaded; the message names the value, the rule and the fix."""
+
+
+def default_data_dir() -> Path:
+    """``../shared/data`` beside the repository (where the project's machines keep the evaluation sets)."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+# ---------------------------------------------------------------- row converters (one row -> Examples)
+
+_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$")
+
+
+def gsm8k_answer(solution: str) -> str:
+    """The final answer after ``####`` in a GSM8K solution, commas removed (``"#### 1,000"`` -> ``"1000"``)."""
+    m = _GSM8K_FINAL.search(solution.strip())
+    if not m:
+        raise DataError(f"GSM8K solution has no '#### answer' line: {solution[-80:]!r}; is this a GSM8K row?")
+    return m.group(1).replace(",", "").strip()
+
+
+def _gsm8k_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    solution = str(row["answer"])
+    return [Example(id=str(row.get("id", rid)), task="math", text=str(row["question"]), question=None,
+                    answers=(gsm8k_answer(solution),), solution=solution)]
+
+
+def _dedupe(items: Iterable[Any]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for item in items:
+        s = str(item).strip()
+        if s:
+            seen.setdefault(s, None)
+    return tuple(seen)
+
+
+def _squad_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    answers = row.get("answers") or {}
+    texts = answers.get("text", []) if isinstance(answers, Mapping) else answers
+    golds = _dedupe(texts)
+    if row.get("is_impossible") or not golds:  # unanswerable: no gold span to survive or to score
+        return []
+    return [Example(id=str(row.get("id", rid)), task="qa", text=str(row["context"]), question=str(row["question"]),
+                    answers=golds)]
+
+
+def _nq_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    ctxs = row.get("ctxs") or []
+    if not ctxs:
+        return []
+    golds = _dedupe(row.get("answers") or [])
+    if not golds:
+        return []
+    return [Example(id=str(row.get("id", rid)), task="qa", text=str(ctxs[0]["text"]), question=str(row["question"]),
+                    answers=golds)]
+
+
+def qmsum_transcript(turns: Sequence[Mapping[str, Any]]) -> str:
+    """A QMSum meeting as ``Speaker: text`` lines, one per turn."""
+    return "\n".join(f"{t.get('speaker', '').strip()}: {' '.join(str(t.get('content', '')).split())}" for t in turns)
+
+
+def _qmsum_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    transcript = qmsum_transcript(row["meeting_transcripts"])
+    out = []
+    for j, q in enumerate(row.get("specific_query_list") or []):
+        out.append(Example(id=f"{rid}-q{j}", task="summary", text=transcript, question=str(q["query"]),
+                           answers=_dedupe([q.get("answer", "")])))
+    return out
+
+
+CONVERTERS: Mapping[str, Callable[[Mapping[str, Any], str], list[Example]]] = {
+    "gsm8k": _gsm8k_rows, "squad": _squad_rows, "nq": _nq_rows, "qmsum": _qmsum_rows,
+}
+
+
+def detect_format(row: Mapping[str, Any]) -> Optional[str]:
+    """Recognise a row of one of the known formats by its fields (``None`` when it is none of them)."""
+    keys = set(row)
+    if "meeting_transcripts" in keys:
+        return "qmsum"
+    if {"ctxs", "question", "answers"} <= keys:
+        return "nq"
+    if {"context", "question", "answers"} <= keys:
+        return "squad"
+    if {"question", "answer"} <= keys and "####" in str(row["answer"]):
+        return "gsm8k"
+    return None
+
+
+def _fields_converter(text_field: str, question_field: Optional[str], answer_field: Optional[str],
+                      task: Optional[str]) -> Callable[[Mapping[str, Any], str], list[Example]]:
+    # Without a question, a row with an answer is a self-contained problem (math); with one it is QA.
+    task = task or ("qa" if question_field else "math" if answer_field else "summary")
+
+    def convert(row: Mapping[str, Any], rid: str) -> list[Example]:
+        for name in (text_field, question_field, answer_field):
+            if name and name not in row:
+                raise DataError(f"row {rid} has no field {name!r} (it has {sorted(row)}); pass the right "
+                                "--text-field / --question-field / --answer-field")
+        raw = row[answer_field] if answer_field else ()
+        if isinstance(raw, Mapping):  # SQuAD-style {"text": [...]}
+            raw = raw.get("text", [])
+        answers = _dedupe(raw if isinstance(raw, (list, tuple)) else [raw])
+        solution = None
+        if task == "math" and answers and "####" in answers[0]:
+            solution, answers = answers[0], (gsm8k_answer(answers[0]),)
+        return [Example(id=str(row.get("id", rid)), task=task, text=str(row[text_field]),
+                        question=str(row[question_field]) if question_field else None, answers=answers,
+                        solution=solution)]
+
+    return convert
+
+
+# ---------------------------------------------------------------- sources
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{n} is not valid JSON ({err}); every line of a JSONL file must be one "
+                                "JSON object") from err
+
+
+def _hub_rows(spec: str, split: Optional[str]) -> tuple[Iterable[Mapping[str, Any]], str]:
+    """Rows of ``hf:ORG/NAME[:CONFIG]``; ``split`` defaults to test, else validation, else train."""
+    ident = spec[3:]
+    name, _, config = ident.partition(":")
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataError(f"dataset {spec!r} needs the `datasets` package; pip install 'rlpc[train]'") from err
+    if split is None:
+        splits = datasets.get_dataset_split_names(name, config or None)
+        split = next((s for s in ("test", "validation", "train") if s in splits), splits[0])
+    return datasets.load_dataset(name, config or None, split=split), split
+
+
+def load(
+    spec: str,
+    *,
+    data_dir: Union[str, Path, None] = None,
+    split: Optional[str] = None,
+    limit: Optional[int] = None,
+    seed: int = 0,
+    text_field: Optional[str] = None,
+    question_field: Optional[str] = None,
+    answer_field: Optional[str] = None,
+    task: Optional[str] = None,
+) -> list[Example]:
+    """Load ``spec`` (a name, a JSONL path or ``hf:ORG/NAME[:CONFIG]``) as Examples, shuffled with ``seed``.
+
+    ``limit`` takes the first N rows after the shuffle. ``text_field`` (with the optional question and answer
+    fields and ``task``) reads any JSONL/hub rows; without it, rows must be in a known format.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise DataError(f"dataset={spec!r} must be a name ({', '.join(NAMED)}), a .jsonl path or hf:ORG/NAME")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit={limit!r} must be a positive integer (or None for every row)")
+    if task is not None and task not in TASKS:
+        raise DataError(f"task={task!r} is not one of {', '.join(TASKS)}")
+    if (question_field or answer_field or task) and not text_field:
+        raise DataError("--question-field, --answer-field and --task describe a custom file and need --text-field "
+                        "too; pass the field that holds the text to compress")
+
+    fmt: Optional[str] = None
+    if spec in NAMED:
+        info = NAMED[spec]
+        split = split or info["default_split"]
+        if split not in info["files"]:
+            raise DataError(f"dataset {spec!r} has no split {split!r} here: available {sorted(info['files'])}")
+        root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        path = root / info["files"][split]
+        if not path.is_file():
+            hub = info["hub"]
+            hint = f", or load it from the Hugging Face hub with --dataset hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
+            raise DataError(f"dataset {spec!r} expects {path}, which does not exist (data folder {root}); pass "
+                            f"--data-dir pointing at the folder holding {info['files'][split]}, or a JSONL path"
+                            f"{hint}")
+        rows: Iterable[Mapping[str, Any]] = _read_jsonl(path)
+        fmt, label = info["format"], f"{spec}-{split}"
+    elif spec.startswith("hf:"):
+        rows, split = _hub_rows(spec, split)
+        label = spec[3:].replace("/", "-").replace(":", "-") + f"-{split}"
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DataError(f"dataset {spec!r} is neither a known name ({', '.join(NAMED)}), an hf:ORG/NAME id, nor an "
+                            f"existing file (looked for {path.absolute()}); pass one of those")
+        rows, label = _read_jsonl(path), path.stem
+
+    if text_field:
+        convert = _fields_converter(text_field, question_field, answer_field, task)
+    else:
+        convert = CONVERTERS[fmt] if fmt else None
+
+    examples: list[Example] = []
+    for i, row in enumerate(rows):
+        if convert is None:
+            found = detect_format(row)
+            if found is None:
+                raise DataError(f"cannot tell the format of {spec!r}: its rows have fields {sorted(row)}, none of the "
+                                "known formats (gsm8k, squad, nq, qmsum); pass --text-field (and --question-field, "
+                                "--answer-field, --task) to name them")
+            convert = CONVERTERS[found]
+        examples.extend(convert(row, f"{label}-{i}"))
+    if not examples:
+        raise DataError(f"dataset {spec!r} yielded no usable rows (unanswerable or empty rows are skipped)")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    if limit is not None:
+        order = order[:limit]
+    return [examples[i] for i in order]
+
+
+def gsm8k(split: str = "test", *, hub: bool = False, **kwargs: Any) -> list[Example]:
+    """GSM8K (``test`` by default): from the data folder, or from the hub (``openai/gsm8k``) with ``hub=True``."""
+    return load("hf:openai/gsm8k:main" if hub else "gsm8k", split=split, **kwargs)
+
+
+def squad(*, hub: bool = False, **kwargs: Any) -> list[Example]:
+    """SQuAD v2 dev, answerable questions only: the shared subset, or ``rajpurkar/squad_v2`` with ``hub=True``."""
+    if hub:
+        return load("hf:rajpurkar/squad_v2", split=kwargs.pop("split", "validation"), **kwargs)
+    return load("squad", **kwargs)
+
+
+def nq(**kwargs: Any) -> list[Example]:
+    """NQ-open with its gold passage (the "Lost in the Middle" oracle file); no hub copy has the passages."""
+    return load("nq", **kwargs)
+
+
+def qmsum(**kwargs: Any) -> list[Example]:
+    """QMSum test meetings, one Example per specific query (the whole transcript is the text)."""
+    return load("qmsum", **kwargs)
+
+
+__all__ = ["CONVERTERS", "DataError", "Example", "NAMED", "TASKS", "default_data_dir", "detect_format",
+           "gsm8k", "gsm8k_answer", "load", "nq", "qmsum", "qmsum_transcript", "squad"]
