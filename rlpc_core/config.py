@@ -110,6 +110,39 @@ class GraphConfig:
         _integer("chunk_words", self.chunk_words, 16, fix="use a few hundred words, e.g. 512")
 
 
+HINT_MODES = ("none", "list", "markers")
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    """A causal LM that rewrites the prompt (the reference design's policy shape)."""
+
+    #: Base model that rewrites: an embedded alias, a Hugging Face id or a folder. The embedded SmolLM2 runs on
+    #: a CPU; the reference design's ``microsoft/Phi-3-mini-4k-instruct`` (+ LoRA) is the GPU choice.
+    model: str = "smollm2-135m-instruct"
+    #: How the importance graph's hints reach the policy: ``none``; ``list`` (one line naming the words to keep,
+    #: leaving the text itself untouched); ``markers`` (the reference's ``@@word@@`` inline marks, which the policy
+    #: must learn to strip). ``list`` is the default because marks leak into outputs of an untrained model.
+    hints: str = "list"
+    #: Share of the prompt's words named in the hints (the reference marked the top 40%). Numbers always are.
+    hint_share: float = 0.4
+    #: Generation limit as a multiple of the target length in policy tokens: room for the policy's own
+    #: tokenization, without letting a rambling model run on (longer outputs are rejected anyway).
+    max_new_tokens_factor: float = 1.5
+    #: Weights' dtype: float32 is fastest on CPUs here; bfloat16 on GPUs.
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model={self.model!r} must be a model spec, e.g. 'smollm2-135m-instruct'")
+        if self.hints not in HINT_MODES:
+            raise ValueError(f"hints={self.hints!r} must be one of {', '.join(HINT_MODES)}; 'list' is the default")
+        _number("hint_share", self.hint_share, 0.0, 1.0)
+        _number("max_new_tokens_factor", self.max_new_tokens_factor, 1.0, 10.0, fix="use e.g. 1.5")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype={self.dtype!r} must be float32, bfloat16 or float16")
+
+
 @dataclass(frozen=True)
 class CompressorConfig:
     """Settings of a :class:`rlpc_core.Compressor`; the same object is saved with a checkpoint."""
@@ -127,6 +160,8 @@ class CompressorConfig:
     keep_code: bool = True
     #: Settings of the importance graph (used by the graph policy and as features by trained policies).
     graph: GraphConfig = field(default_factory=GraphConfig)
+    #: Settings of the rewriting policy (used when ``policy="generative"``).
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -134,18 +169,19 @@ class CompressorConfig:
         check_rate(self.rate)
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise ValueError(f"tokenizer={self.tokenizer!r} must be a non-empty spec, e.g. 'words' or 'openai-community/gpt2'")
-        if not isinstance(self.graph, GraphConfig):
-            raise ValueError(f"graph={self.graph!r} must be a GraphConfig; build one with GraphConfig(...)")
+        for name, kind in _SECTIONS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a {kind.__name__}; build one with {kind.__name__}(...)")
 
     def replace(self, **changes: Any) -> "CompressorConfig":
-        """A copy with some fields changed; ``graph`` may be a GraphConfig or a dict of its fields to change."""
-        graph = changes.get("graph")
-        if isinstance(graph, Mapping):
-            changes["graph"] = dataclasses.replace(self.graph, **graph)
+        """A copy with some fields changed; a section (``graph``, ``generative``) may be given as a dict of changes."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             valid = ", ".join(f.name for f in dataclasses.fields(self))
             raise ValueError(f"unknown setting(s) {sorted(unknown)}: valid settings are {valid}")
+        for name in _SECTIONS:
+            if isinstance(changes.get(name), Mapping):
+                changes[name] = _replace_section(getattr(self, name), changes[name], name)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,13 +190,22 @@ class CompressorConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CompressorConfig":
         data = dict(data)
-        graph = data.pop("graph", {}) or {}
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - valid
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)} in saved config: valid settings are {sorted(valid)}")
-        graph_fields = {f.name for f in dataclasses.fields(GraphConfig)}
-        bad = set(graph) - graph_fields
-        if bad:
-            raise ValueError(f"unknown graph setting(s) {sorted(bad)}: valid settings are {sorted(graph_fields)}")
-        return cls(graph=GraphConfig(**graph), **data)
+        for name, kind in _SECTIONS.items():
+            data[name] = _replace_section(kind(), data.get(name) or {}, name)
+        return cls(**data)
+
+
+#: The nested sections of CompressorConfig, each its own frozen dataclass.
+_SECTIONS = {"graph": GraphConfig, "generative": GenerativeConfig}
+
+
+def _replace_section(section: Any, changes: Mapping[str, Any], name: str) -> Any:
+    fields = {f.name for f in dataclasses.fields(section)}
+    bad = set(changes) - fields
+    if bad:
+        raise ValueError(f"unknown {name} setting(s) {sorted(bad)}: valid settings are {sorted(fields)}")
+    return dataclasses.replace(section, **changes)

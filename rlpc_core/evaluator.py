@@ -385,7 +385,7 @@ class Evaluator:
 
     def __repr__(self) -> str:
         return (f"Evaluator({self.model_spec!r}, max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, "
-                f"cache={str(self.cache.path) if self.cache else False!r}, device={self.device!r})")
+                f"cache={str(self.cache.path) if self.cache is not None else False!r}, device={self.device!r})")
 
     def _load(self) -> tuple[Any, Any]:
         return load_causal_lm(self.model_spec, dtype=self.dtype, device=self.device)
@@ -404,7 +404,7 @@ class Evaluator:
     def _cached(self, keys: list[str], items: list[Any], compute: Callable[[list[Any]], list[Any]],
                 cost: Callable[[Any], int]) -> list[tuple[Any, bool]]:
         """``(value, cached)`` per key: hits from disk, misses computed once each in batches of similar cost."""
-        hits = self.cache.get_many(keys) if self.cache else {}
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
         todo = {k: item for k, item in zip(keys, items) if k not in hits}  # duplicates computed once
         # Sorting by cost puts prompts of similar length in one batch, so little compute is spent on padding.
         order = sorted(todo, key=lambda k: -cost(todo[k]))
@@ -412,7 +412,7 @@ class Evaluator:
         for i in range(0, len(order), self.batch_size):
             batch = order[i : i + self.batch_size]
             done = dict(zip(batch, compute([todo[k] for k in batch])))
-            if self.cache:
+            if self.cache is not None:
                 self.cache.put_many(done)  # per batch: a killed run keeps what it paid for
             fresh.update(done)
         return [(hits[k], True) if k in hits else (fresh[k], False) for k in keys]
@@ -463,7 +463,8 @@ class Evaluator:
         prompts = _check_texts("prompts", prompts)
         targets = _check_texts("targets", targets)
         if len(prompts) != len(targets):
-            raise ValueError(f"prompts has {len(prompts)} items but targets has {len(targets)}: pass one target per prompt")
+            raise ValueError(f"prompts has {len(prompts)} items but targets has {len(targets)}: "
+                             "pass one target per prompt")
         for i, t in enumerate(targets):
             if not t.strip():
                 raise ValueError(f"targets[{i}] is empty: a likelihood needs at least one target token")
