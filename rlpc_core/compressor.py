@@ -214,7 +214,9 @@ class Compressor:
         if isinstance(policy, ExtractivePolicy):
             return self._extract(job, policy, counter)
         try:
-            rewritten = policy.rewrite(clean, target_tokens=budget, query=query)
+            # the policy speaks words; the budget's share of tokens maps onto the same share of words
+            target_words = max(1, int(round(len(words) * budget / original)))
+            rewritten = policy.rewrite(clean, target_words=target_words, query=query)
             reason = _reject_rewrite(clean, rewritten, spans, counter, original)
         except Exception as err:  # a rewriting model can fail in many ways; the prompt must still get through
             log.warning("policy %s failed, falling back to the graph policy", policy.name, exc_info=True)

@@ -124,7 +124,7 @@ def test_non_string_prompt_is_a_type_error_naming_it(word_compressor, bad):
 def test_bad_config_and_unknown_policy():
     with pytest.raises(ValueError, match="unknown setting"):
         Compressor(nonsense=1)
-    with pytest.raises(ValueError, match="unknown policy 'magic': valid policies are graph"):
+    with pytest.raises(ValueError, match="unknown policy .magic.: valid policies are generative, graph"):
         Compressor(policy="magic")
     with pytest.raises(TypeError, match="CompressorConfig"):
         Compressor({"policy": "graph"})
@@ -164,7 +164,7 @@ def test_a_bad_rewrite_falls_back_to_the_graph_policy():
     class Inventive:
         name = "inventive"
 
-        def rewrite(self, text, *, target_tokens, query=None):
+        def rewrite(self, text, *, target_words, query=None):
             return "Here is the compressed prompt: 99 apples"
 
     c._policy = Inventive()
@@ -179,7 +179,7 @@ def test_a_good_rewrite_is_used_without_a_keep_mask():
     class Terse:
         name = "terse"
 
-        def rewrite(self, text, *, target_tokens, query=None):
+        def rewrite(self, text, *, target_words, query=None):
             return "Tom: 3 apples + 4. Total?"
 
     c._policy = Terse()

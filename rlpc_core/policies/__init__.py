@@ -45,9 +45,11 @@ def make_policy(name: str, config, **kwargs):
 def _load_builtin() -> None:
     # Imported on first use: policies may pull in heavy libraries that plain `import rlpc_core` must not.
     if "graph" not in _REGISTRY:
+        from .generative import GenerativePolicy
         from .graph import GraphPolicy
 
         register_policy("graph", GraphPolicy)
+        register_policy("generative", GenerativePolicy)
 
 
 __all__ = ["ExtractivePolicy", "RewritingPolicy", "WordScores", "check_policy_name", "make_policy", "policy_names", "register_policy"]

@@ -27,4 +27,6 @@ class ExtractivePolicy(Protocol):
 class RewritingPolicy(Protocol):
     name: str
 
-    def rewrite(self, text: str, *, target_tokens: int, query: Optional[str] = None) -> str: ...
+    def rewrite(self, text: str, *, target_words: int, query: Optional[str] = None) -> str:
+        """Rewrite ``text`` in about ``target_words`` whitespace words (the compressor counts the real budget)."""
+        ...
