@@ -17,7 +17,9 @@ Methods:
 
 * ``llmlingua``: LLMLingua-1 (token-level iterative compression by a small causal LM's perplexity) with the
   given local model as its scorer. It is question-agnostic by design (the question would only be appended after
-  the context), so only the context is passed and compressed, at ``rate`` of its tokens.
+  the context), so only the context is passed and compressed, at ``rate`` of its tokens. Its window
+  (``iterative_size``) is a quarter of the prompt, at most its default 200: with 200, prompts shorter than ~200
+  tokens come out almost untouched (measured: SQuAD passage at rate 0.5 -> 0.99, GSM8K question -> 1.0).
 * ``llmlingua2-arch``: LLMLingua-2's pipeline (token classification over 512-token chunks) with whatever model
   folder is given, here a randomly initialised one of its smallest architecture: its cost is real, its output
   is noise.
@@ -62,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", required=True, choices=["llmlingua", "llmlingua2-arch"])
     parser.add_argument("--model", required=True, help="local model folder")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iterative-size", default="auto",
+                        help="LLMLingua-1's window in tokens; 'auto' = min(200, max(16, tokens // 4))")
     args = parser.parse_args(argv)
 
     rss_start = _rss_mb()
@@ -81,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         def compress(text: str, question: str, rate: float) -> str:
             # question="" : LLMLingua-1 conditions on nothing after the context, and a question passed here would
             # only enlarge the budget and be appended to the output.
-            out = compressor.compress_prompt([text], instruction="", question="", rate=rate)
+            if args.iterative_size == "auto":
+                # Its default window (200) leaves any prompt shorter than ~200 tokens almost untouched (the window
+                # arithmetic keeps all but the last window's overflow), so short prompts get a window of a quarter
+                # of their length: measured here, that lands near the requested rate; long prompts keep 200.
+                n = compressor.get_token_length(text, add_special_tokens=False)
+                size = min(200, max(16, n // 4))
+            else:
+                size = int(args.iterative_size)
+            out = compressor.compress_prompt([text], instruction="", question="", rate=rate, iterative_size=size)
             return out["compressed_prompt"]
     else:
         compressor = PromptCompressor(model_name=args.model, device_map="cpu", use_llmlingua2=True,

@@ -1,0 +1,263 @@
+"""The evaluation harness: data loaders, in-process peers, the benchmark CLI end to end, the README renderer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA, is_subsequence, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = {
+    "gsm8k": "gsm8k/test.jsonl",
+    "squad": "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl",
+    "nq": "nq_open_oracle/nq_open_oracle_first500.jsonl",
+    "qmsum": "qmsum/test.jsonl",
+}
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---------------------------------------------------------------- loaders
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_loaders_give_well_formed_deterministic_rows(name):
+    from training.data import load
+
+    read_jsonl(FILES[name], limit=1)  # skip with a reason where the shared data is absent
+    rows = load(name, limit=3, seed=0)
+    assert len(rows) == 3
+    assert [r.id for r in rows] == [r.id for r in load(name, limit=3, seed=0)]  # same rows every time
+    assert len({r.id for r in rows}) == 3
+    for r in rows:
+        assert r.text.strip() and r.answers and all(a.strip() for a in r.answers)
+        if name == "gsm8k":
+            assert r.task == "math" and r.question is None
+            assert r.solution and r.solution.rstrip().endswith(r.answers[0]) and "####" in r.solution
+            float(r.answers[0])
+        elif name in ("squad", "nq"):
+            assert r.task == "qa" and r.question.strip() and r.solution is None
+            assert any(a.lower() in r.text.lower() for a in r.answers)  # answerable rows only, gold in the passage
+        else:
+            assert r.task == "summary" and r.question.strip()
+            assert all(": " in line for line in r.text.splitlines()[:20])  # "Speaker: text" lines
+
+
+def test_limit_takes_a_prefix_of_one_seeded_shuffle():
+    from training.data import load
+
+    read_jsonl(FILES["squad"], limit=1)
+    five, three = load("squad", limit=5, seed=1), load("squad", limit=3, seed=1)
+    assert [r.id for r in five[:3]] == [r.id for r in three]
+    assert [r.id for r in load("squad", limit=5, seed=2)] != [r.id for r in five]
+    assert len(load("squad")) == 705  # the answerable questions of the subset; unanswerable ones are skipped
+
+
+def test_a_jsonl_path_in_a_known_format_is_recognised():
+    from training.data import load
+
+    read_jsonl(FILES["gsm8k"], limit=1)
+    rows = load(str(DATA / FILES["gsm8k"]), limit=2)
+    assert rows[0].task == "math" and rows[0].solution
+
+
+def test_a_custom_jsonl_names_its_fields(tmp_path):
+    from training.data import DataError, load
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"r{i}", "passage": f"Paris is the capital of France {i}.",
+                                          "q": "What is the capital?", "gold": ["Paris"]}) for i in range(4)) + "\n")
+    rows = load(str(path), text_field="passage", question_field="q", answer_field="gold")
+    assert {r.id for r in rows} == {"r0", "r1", "r2", "r3"} and rows[0].task == "qa" and rows[0].answers == ("Paris",)
+    with pytest.raises(DataError, match="--text-field"):
+        load(str(path))  # unknown format: the error says how to name the fields
+    with pytest.raises(DataError, match="no field 'nope'"):
+        load(str(path), text_field="nope")
+
+
+def test_a_missing_data_folder_names_the_path_and_the_fix(tmp_path):
+    from training.data import DataError, load
+
+    with pytest.raises(DataError, match="--data-dir") as err:
+        load("gsm8k", data_dir=tmp_path / "absent")
+    assert str(tmp_path / "absent") in str(err.value)
+
+
+# ---------------------------------------------------------------- in-process peers
+
+@pytest.fixture(scope="module")
+def peers_registered():
+    from training.peers import register_peers
+
+    register_peers(seed=0)
+
+
+def _short_rows():
+    from training.data import load
+
+    read_jsonl(FILES["squad"], limit=1)
+    return load("squad", limit=2, seed=0) + load("gsm8k", limit=2, seed=0)
+
+
+@pytest.mark.parametrize("policy", ["random", "truncate"])
+def test_cheap_peers_obey_the_budget_and_keep_a_subsequence(peers_registered, policy):
+    from rlpc_core import Compressor
+
+    c = Compressor(policy=policy)
+    for row in _short_rows():
+        for rate in (0.33, 0.5):
+            r = c.compress(row.text, rate=rate, query=row.question)
+            assert r.method == policy and r.fallback is None
+            assert r.budget_met and r.compressed_tokens <= r.target_tokens
+            assert 0 < r.compressed_tokens < r.original_tokens
+            assert is_subsequence(r.text.split(), row.text.split())
+            if policy == "truncate":
+                kept = r.text.split()
+                assert kept == row.text.split()[: len(kept)]  # the first words, in order
+            else:
+                assert c.compress(row.text, rate=rate).text == r.text  # seeded: the same prompt, the same output
+
+
+def test_selective_context_with_the_real_small_lm(peers_registered):
+    from rlpc_core import Compressor
+    from training.peers import SelectiveContextPolicy
+
+    rows = _short_rows()[:2]
+    c = Compressor(policy="selective-context")
+    for row in rows:
+        r = c.compress(row.text, rate=0.5)
+        assert r.method == "selective-context" and r.fallback is None
+        assert r.budget_met and is_subsequence(r.text.split(), row.text.split())
+
+    # Windowing: a window shorter than the text scores every token, and equals one full pass where it fits.
+    policy = SelectiveContextPolicy()
+    text = " ".join(rows[0].text.split())
+    ends, full = policy.token_information(text)
+    assert full.shape == ends.shape and np.isfinite(full).all() and (full >= 0).all()
+    policy.max_window = 16
+    _, windowed = policy.token_information(text)
+    assert windowed.shape == full.shape and np.isfinite(windowed).all()
+    np.testing.assert_allclose(windowed[:15], full[:15], rtol=1e-3, atol=1e-3)  # first window: same context
+
+
+# ---------------------------------------------------------------- the benchmark end to end
+
+def _evaluate(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.evaluate", *args, "--out", str(out), "--quiet"],
+                          cwd=ROOT, env=OFFLINE_ENV, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def squad_run(tmp_path_factory):
+    read_jsonl(FILES["squad"], limit=1)
+    out = tmp_path_factory.mktemp("bench") / "squad"
+    p = _evaluate(out, "--dataset", "squad", "--methods", "graph,random,truncate,none", "--rate", "0.5",
+                  "--limit", "4", "--evaluator", "none", "--feedback", "all-minilm-l6-v2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out
+
+
+def test_benchmark_writes_metrics_report_and_plots(squad_run):
+    from training.data import load
+
+    metrics = json.loads((squad_run / "metrics.json").read_text())
+    for name in ("report.md", "rows.jsonl", "quality_vs_rate.png", "latency.png", "latency_vs_length.png"):
+        assert (squad_run / name).stat().st_size > 0, name
+    assert metrics["dataset"]["rows"] == 4 and metrics["dataset"]["task"] == "qa"
+    assert metrics["config"]["rates"] == [0.5] and metrics["evaluator"]["model"] is None
+    assert metrics["feedback"]["kind"] == "bi-encoder"
+    aggs = {a["method"]: a for a in metrics["aggregates"]}
+    assert set(aggs) == {"graph", "random", "truncate", "none"}
+    assert aggs["none"]["ratio_mean"] == 1.0 and aggs["none"]["tokens_saved_share"] == 0.0
+    assert aggs["none"]["answer_survival"]["mean"] == 1.0  # every gold answer is in its own context
+    for name in ("graph", "random", "truncate"):
+        a = aggs[name]
+        assert 0.3 < a["ratio_mean"] <= 0.51 and a["budget_met_share"] == 1.0 and a["subsequence_share"] == 1.0
+        s = a["answer_survival"]
+        assert 0.0 <= s["ci"][0] <= s["mean"] <= s["ci"][1] <= 1.0
+        assert 0.0 <= a["fidelity"]["mean"] <= 1.0
+        assert a["latency_ms_per_1k"]["p50"] > 0 and a["latency_ms_per_1k"]["p95"] >= a["latency_ms_per_1k"]["p50"]
+
+    rows = [json.loads(line) for line in (squad_run / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 4
+    texts = {r.id: r.text for r in load("squad", limit=4, seed=0)}
+    assert [r["id"] for r in rows if r["method"] == "graph"] == metrics["dataset"]["ids"]
+    for r in rows:
+        if r["method"] == "truncate":
+            kept = r["text"].split()
+            assert kept == texts[r["id"]].split()[: len(kept)]
+        if r["method"] == "none":
+            assert r["text"] == texts[r["id"]] and r["ratio"] == 1.0
+
+    report = (squad_run / "report.md").read_text()
+    assert "## Target rate 0.5" in report and "| `graph` |" in report and "answer survival" in report
+
+
+def test_report_readme_replaces_only_the_marked_block(squad_run, tmp_path):
+    from training.report_readme import main, replace_section
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\n\nafter\n")
+    assert main([str(squad_run / "metrics.json"), "--readme", str(readme), "--check"]) == 1  # stale
+    assert main([str(squad_run / "metrics.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\n\nafter\n")
+    assert "old" not in text and "| `truncate` |" in text
+    assert main([str(squad_run / "metrics.json"), "--readme", str(readme), "--check"]) == 0  # now up to date
+    with pytest.raises(ValueError, match="results:start"):
+        replace_section("no markers here", "x")
+
+
+def test_benchmark_rejects_an_unknown_method(tmp_path):
+    read_jsonl(FILES["squad"], limit=1)
+    p = _evaluate(tmp_path / "x", "--dataset", "squad", "--methods", "graph,nosuch", "--limit", "2",
+                  "--evaluator", "none", "--feedback", "none")
+    assert p.returncode == 2 and "unknown method 'nosuch'" in p.stderr and "truncate" in p.stderr
+
+
+def test_benchmark_with_the_evaluator_on_gsm8k(tmp_path):
+    pytest.importorskip("rlpc_core.evaluator", reason="rlpc_core.evaluator is not there yet")
+    read_jsonl(FILES["gsm8k"], limit=1)
+    out = tmp_path / "gsm8k"
+    p = _evaluate(out, "--dataset", "gsm8k", "--methods", "graph,truncate,none", "--rate", "0.5", "--limit", "2",
+                  "--gen-limit", "2", "--evaluator", "smollm2-135m-instruct", "--math-max-new-tokens", "16",
+                  "--no-eval-cache", "--feedback", "all-minilm-l6-v2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluator"]["model"] == "smollm2-135m-instruct" and metrics["evaluator"]["gen_rows"] == 2
+    aggs = {a["method"]: a for a in metrics["aggregates"]}
+    assert aggs["none"]["likelihood_delta"]["mean"] == 0.0  # the original against itself
+    for name in ("graph", "truncate"):
+        a = aggs[name]
+        assert a["generation"]["n"] == 2 and 0.0 <= a["generation"]["agreement"] <= 1.0
+        assert np.isfinite(a["likelihood_delta"]["mean"])
+        assert a["number_retention"]["n"] == 2
+    assert aggs["graph"]["number_retention"]["mean"] == 1.0  # the graph protects every number
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    originals = {(r["id"], r["ll_original"]) for r in rows if "ll_original" in r}
+    assert len(originals) == 2  # the original's likelihood is one value per row, whichever method asks
+    assert "(n=2)" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- peers in their own environment
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["llmlingua", "llmlingua2-arch"])
+def test_llmlingua_peers_in_their_own_environment(method, tmp_path):
+    """Builds the peer environment on first use (a few minutes); covered by the committed benchmark."""
+    from training.peers import run_env_peer
+
+    text = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
+            "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway. ") * 3
+    reqs = [{"id": f"r{i}", "text": text, "question": None, "rate": rate} for i, rate in enumerate((0.33, 0.5))]
+    run = run_env_peer(method, reqs, threads=1, log_path=tmp_path / "worker.log", quiet=True)
+    assert set(run.outputs) == {"r0", "r1"}
+    for out in run.outputs.values():
+        assert "error" not in out and out["seconds"] > 0 and out["text"].strip()
+        assert len(out["text"].split()) < len(text.split())
+    assert run.ready["versions"]["transformers"].startswith("4.") and run.peak_mb and run.peak_mb > 100

@@ -1,0 +1,761 @@
+"""Benchmark compressors side by side: same rows, same rate, same token counter, peers in the same run.
+
+    python -m training.evaluate --dataset squad --methods graph,llmlingua,selective-context,random,truncate,none \\
+        --rate 0.33,0.5 --limit 200 --evaluator smollm2-135m-instruct --out benchmarks/results/squad
+
+``--dataset``: ``gsm8k``, ``squad``, ``nq``, ``qmsum``, a ``PATH.jsonl`` or ``hf:ORG/NAME`` (see
+:mod:`training.data`). ``--methods``: any rlpc policy name, a checkpoint folder (``Compressor.from_pretrained``),
+the peers of :mod:`training.peers` (``random``, ``truncate``, ``selective-context``, ``llmlingua``,
+``llmlingua2-arch``) and ``none`` (no compression: the baseline every row's original-side figures come from).
+
+Per (method, rate, row): the compressed text, its tokens in one named tokenizer (every method's output counted
+by the same counter), compression latency per 1k input tokens, and the metrics of the task:
+
+* math: number retention (all rows); evaluator answer agreement and accuracy on original vs compressed (generation,
+  on the first ``--gen-limit`` rows only: a labelled sample); ``answer_likelihood``: the evaluator's mean
+  log-prob of the gold solution given the compressed minus given the original question (all rows);
+* qa: answer-span survival (all rows, evaluator-free); evaluator EM/F1 on original vs compressed (sample);
+  likelihood of the first gold answer (all rows);
+* summary (QMSum): latency and its growth with length, and fidelity;
+* every task: fidelity (feedback model score of original vs compressed) on all rows, and its calibration against
+  evaluator agreement where agreement was measured.
+
+Writes ``OUT/metrics.json`` (config, versions, aggregates with bootstrap CIs), ``OUT/rows.jsonl`` (every record),
+``OUT/report.md`` and PNG plots (quality against achieved rate, latency per method, latency against length).
+Original-side evaluator outputs are computed once per row (and cached on disk by the evaluator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from training.data import DataError, Example, load
+from training.peer_env import PeerEnvError
+from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
+
+NONE = "none"
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: not text a model should be asked to predict
+SCALING_BINS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, None))
+BOOTSTRAP = 1000
+
+
+# ---------------------------------------------------------------- small helpers
+
+def number_strings(text: str) -> set[str]:
+    """The distinct digit strings of ``text`` ("1,000", "3.5", "16")."""
+    return {m.rstrip(".,") for m in _NUMBER.findall(text)}
+
+
+def number_retention(original: str, compressed: str) -> Optional[float]:
+    nums = number_strings(original)
+    if not nums:
+        return None
+    return len(nums & number_strings(compressed)) / len(nums)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def answer_survives(compressed: str, answers: Sequence[str]) -> bool:
+    """Whether any gold answer appears in ``compressed`` (case- and whitespace-insensitive)."""
+    hay = _squash(compressed)
+    return any(_squash(a) and _squash(a) in hay for a in answers)
+
+
+def is_subsequence(small: Sequence[str], big: Sequence[str]) -> bool:
+    it = iter(big)
+    return all(any(w == b for b in it) for w in small)
+
+
+def clean_solution(solution: str) -> str:
+    """A GSM8K solution without its ``<<a*b=c>>`` calculator annotations."""
+    return _CALC.sub("", solution)
+
+
+def bootstrap_ci(values: Sequence[float], seed: int, n: int = BOOTSTRAP) -> Optional[dict[str, Any]]:
+    """Mean and a 95% percentile-bootstrap CI of the mean (``None`` when there are no values)."""
+    vals = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if vals.size == 0:
+        return None
+    mean = float(vals.mean())
+    if vals.size < 2:
+        return {"mean": mean, "ci": [mean, mean], "n": int(vals.size)}
+    rng = np.random.default_rng(seed)
+    means = vals[rng.integers(0, vals.size, size=(n, vals.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": mean, "ci": [float(lo), float(hi)], "n": int(vals.size)}
+
+
+def _mean(values: Sequence[Any]) -> Optional[float]:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+# ---------------------------------------------------------------- memory
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakRSS:
+    """Peak resident memory while a block runs, as growth over the RSS at its start (MB).
+
+    On Linux the kernel's high-water mark (VmHWM) is reset at the start (``/proc/self/clear_refs``), so each
+    method's peak is its own. Elsewhere the process-lifetime peak is used, which can only over-report.
+    """
+
+    def __enter__(self) -> "PeakRSS":
+        self.exact = False
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.exact = True
+        except OSError:
+            pass
+        self.start = _rss_mb()
+        self.peak_mb: Optional[float] = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        peak = None
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        if peak is None:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.peak_mb = max(0.0, peak - self.start)
+
+
+# ---------------------------------------------------------------- methods
+
+@dataclass(frozen=True)
+class Method:
+    label: str  # as shown in tables
+    spec: str  # as given on the command line
+    runs_in: str  # "baseline" | "in-process" | "peer-env"
+    meaningful: bool = True
+
+
+def resolve_methods(names: Sequence[str]) -> list[Method]:
+    from rlpc_core import policy_names
+
+    valid = set(policy_names()) | set(ENV_PEERS) | {NONE}
+    out: list[Method] = []
+    for name in names:
+        if name == NONE:
+            out.append(Method(NONE, NONE, "baseline"))
+        elif name in ENV_PEERS:
+            out.append(Method(name, name, "peer-env", name not in NOT_MEANINGFUL))
+        elif name in valid:
+            out.append(Method(name, name, "in-process"))
+        elif Path(name).expanduser().is_dir():
+            out.append(Method(Path(name).expanduser().resolve().name, name, "in-process"))
+        else:
+            raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))}, or a checkpoint folder "
+                             "written by Compressor.save_pretrained")
+    labels = [m.label for m in out]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"methods repeat a name: {labels}; list each method once")
+    return out
+
+
+def _make_compressor(method: Method, tokenizer: str):
+    from rlpc_core import Compressor
+
+    if Path(method.spec).expanduser().is_dir():
+        return Compressor.from_pretrained(Path(method.spec).expanduser(), tokenizer=tokenizer)
+    return Compressor(policy=method.spec, tokenizer=tokenizer)
+
+
+def _query(e: Example) -> Optional[str]:
+    return e.question if e.task in ("qa", "summary") else None
+
+
+def _record(e: Example, method: Method, rate: float, text: str, seconds: Optional[float], original_tokens: int,
+            counter, fallback: Optional[str] = None) -> dict[str, Any]:
+    compressed = counter.count(text)
+    budget = max(1, int(round(rate * original_tokens)))
+    rec: dict[str, Any] = {
+        "id": e.id, "method": method.label, "rate": rate, "task": e.task,
+        "original_tokens": original_tokens, "compressed_tokens": compressed,
+        "ratio": compressed / original_tokens if original_tokens else 1.0,
+        "saved_tokens": original_tokens - compressed, "target_tokens": budget, "budget_met": compressed <= budget,
+        "seconds": seconds, "ms_per_1k": (seconds * 1e6 / original_tokens) if seconds is not None and original_tokens else None,
+        "fallback": fallback, "subsequence": is_subsequence(text.split(), e.text.split()),
+        "number_retention": number_retention(e.text, text) if e.task == "math" else None,
+        "answer_survival": (float(answer_survives(text, e.answers)) if e.task == "qa" else None),
+        "text": text,
+    }
+    return rec
+
+
+def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: Sequence[float], *, tokenizer: str,
+                 threads: int, out: Path, bar) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every (method, rate, row) record, plus per-method run figures (peak memory, peer environment info)."""
+    from rlpc_core.tokens import get_counter
+
+    counter = get_counter(tokenizer)
+    originals = [counter.count(e.text) for e in examples]
+    records: list[dict[str, Any]] = []
+    info: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        bar.set_description(f"compress {method.label}")
+        if method.runs_in == "baseline":
+            for rate in rates:
+                for e, n in zip(examples, originals):
+                    records.append(_record(e, method, rate, e.text, None, n, counter))
+                    bar.update(1)
+            info[method.label] = {"runs_in": "baseline", "peak_mb": None}
+        elif method.runs_in == "peer-env":
+            from training.peers import run_env_peer
+
+            requests, index = [], {}
+            for rate in rates:
+                for i, e in enumerate(examples):
+                    rid = f"{i}@{rate}"
+                    requests.append({"id": rid, "text": e.text, "question": _query(e), "rate": rate})
+                    index[rid] = (i, rate)
+            run = run_env_peer(method.spec, requests, threads=threads, log_path=out / f"peer-{method.label}.log",
+                               progress=bar.update)
+            for rid, (i, rate) in index.items():
+                got = run.outputs.get(rid, {})
+                e = examples[i]
+                if "error" in got or "text" not in got:
+                    rec = _record(e, method, rate, e.text, None, originals[i], counter,
+                                  fallback=f"{method.label} failed: {got.get('error', 'no output')}; prompt left uncompressed")
+                else:
+                    rec = _record(e, method, rate, got["text"], float(got["seconds"]), originals[i], counter)
+                records.append(rec)
+            info[method.label] = {"runs_in": "peer-env", "peak_mb": run.peak_mb,
+                                  "worker_max_rss_mb": run.done.get("max_rss_mb"),
+                                  "load_seconds": run.ready.get("load_seconds"),
+                                  "versions": run.ready.get("versions"), "threads": run.ready.get("threads")}
+        else:
+            compressor = _make_compressor(method, tokenizer)
+            with PeakRSS() as mem:
+                # warm-up: loads the policy's model and tokenizer once, outside every measured row
+                compressor.compress(examples[0].text, rate=rates[0], query=_query(examples[0]))
+                for rate in rates:
+                    for e, n in zip(examples, originals):
+                        res = compressor.compress(e.text, rate=rate, query=_query(e))
+                        records.append(_record(e, method, rate, res.text, res.seconds, n, counter, res.fallback))
+                        bar.update(1)
+            info[method.label] = {"runs_in": "in-process", "peak_mb": mem.peak_mb, "peak_exact": mem.exact,
+                                  "policy": compressor.config.policy}
+    return records, info
+
+
+# ---------------------------------------------------------------- evaluator and feedback
+
+def _chunks(items: Sequence[Any], size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *, spec: str, gen_limit: int,
+                  batch_size: int, qa_max_new_tokens: int, math_max_new_tokens: int, cache: bool, tqdm) -> dict[str, Any]:
+    """Add generation (sample) and likelihood (all rows) figures to ``records``; returns what was run."""
+    from rlpc_core.evaluator import Evaluator, answers_match, build_prompt, parse_number, qa_em, qa_f1
+
+    task = examples[0].task
+    if task not in ("math", "qa"):
+        return {"model": None, "requested": spec,
+                "skipped": f"task {task!r} has no evaluator metrics here (latency, scaling and fidelity only)"}
+    ev = Evaluator(spec, max_new_tokens=math_max_new_tokens if task == "math" else qa_max_new_tokens,
+                   batch_size=batch_size, cache=cache)
+    by_id = {e.id: e for e in examples}
+    meaningful = [r for r in records if r["method"] not in NOT_MEANINGFUL]
+
+    # -- generation on the sample: each distinct (text, question) once, originals included
+    gen_ids = {e.id for e in examples[:gen_limit]}
+    gen_records = [r for r in meaningful if r["id"] in gen_ids]
+    jobs: dict[tuple[str, Optional[str]], None] = {}
+    for e in examples[:gen_limit]:
+        jobs[(e.text, e.question if task == "qa" else None)] = None
+    for r in gen_records:
+        jobs[(r["text"], by_id[r["id"]].question if task == "qa" else None)] = None
+    keys = list(jobs)
+    answers: dict[tuple[str, Optional[str]], Any] = {}
+    t0 = time.perf_counter()
+    if keys:
+        with tqdm(total=len(keys), desc=f"evaluator answers ({spec})", unit="prompt", leave=False) as bar:
+            for chunk in _chunks(keys, batch_size * 2):
+                got = ev.answer(task, [k[0] for k in chunk], [k[1] for k in chunk] if task == "qa" else None)
+                answers.update(zip(chunk, got))
+                bar.update(len(chunk))
+    gen_seconds = time.perf_counter() - t0
+    for r in gen_records:
+        e = by_id[r["id"]]
+        q = e.question if task == "qa" else None
+        orig, comp = answers[(e.text, q)], answers[(r["text"], q)]
+        r["answer_original"], r["answer_compressed"] = orig.answer, comp.answer
+        r["agree"] = bool(answers_match(task, comp.answer, orig.answer))
+        if task == "math":
+            gold = parse_number(e.answers[0])
+            r["correct_original"] = bool(answers_match("math", orig.answer, gold))
+            r["correct_compressed"] = bool(answers_match("math", comp.answer, gold))
+        else:
+            r["em_original"], r["em_compressed"] = qa_em(orig.answer or "", e.answers), qa_em(comp.answer or "", e.answers)
+            r["f1_original"], r["f1_compressed"] = qa_f1(orig.answer or "", e.answers), qa_f1(comp.answer or "", e.answers)
+
+    # -- likelihood of the reference answer on every row: originals once, each distinct compressed text once
+    def target(e: Example) -> Optional[str]:
+        if task == "math":
+            return clean_solution(e.solution) if e.solution else (e.answers[0] if e.answers else None)
+        return e.answers[0] if e.answers else None
+
+    pairs: dict[tuple[str, str], None] = {}
+    for e in examples:
+        t = target(e)
+        if t:
+            pairs[(build_prompt(task, e.text, e.question if task == "qa" else None), t)] = None
+    for r in meaningful:
+        e = by_id[r["id"]]
+        t = target(e)
+        if t:
+            pairs[(build_prompt(task, r["text"], e.question if task == "qa" else None), t)] = None
+    plist = list(pairs)
+    ll: dict[tuple[str, str], float] = {}
+    t0 = time.perf_counter()
+    with tqdm(total=len(plist), desc="evaluator likelihood", unit="pair", leave=False) as bar:
+        for chunk in _chunks(plist, batch_size * 4):
+            ll.update(zip(chunk, ev.loglikelihood([p for p, _ in chunk], [t for _, t in chunk])))
+            bar.update(len(chunk))
+    ll_seconds = time.perf_counter() - t0
+    for r in meaningful:
+        e = by_id[r["id"]]
+        t = target(e)
+        if not t:
+            continue
+        q = e.question if task == "qa" else None
+        r["ll_original"] = ll[(build_prompt(task, e.text, q), t)]
+        r["ll_compressed"] = ll[(build_prompt(task, r["text"], q), t)]
+        r["ll_delta"] = r["ll_compressed"] - r["ll_original"]
+    return {"model": spec, "model_key": ev.model_key, "gen_rows": min(gen_limit, len(examples)),
+            "max_new_tokens": ev.max_new_tokens, "batch_size": batch_size, "distinct_generations": len(keys),
+            "distinct_likelihoods": len(plist), "generation_seconds": gen_seconds, "likelihood_seconds": ll_seconds,
+            "likelihood_target": "gold solution without <<calculator>> annotations" if task == "math" else "first gold answer"}
+
+
+def run_feedback(records: list[dict[str, Any]], examples: Sequence[Example], *, spec: Optional[str], tqdm) -> dict[str, Any]:
+    """Fidelity of every meaningful compressed record (``none`` excluded: it is the original itself)."""
+    from rlpc_core.feedback import FeedbackModel
+
+    fb = FeedbackModel(spec) if spec else FeedbackModel()
+    by_id = {e.id: e for e in examples}
+    todo = [r for r in records if r["method"] != NONE and r["method"] not in NOT_MEANINGFUL]
+    t0 = time.perf_counter()
+    with tqdm(total=len(todo), desc="fidelity", unit="row", leave=False) as bar:
+        for chunk in _chunks(todo, 32):
+            scorable = [r for r in chunk if r["text"].strip()]
+            if scorable:
+                scores = fb.score([by_id[r["id"]].text for r in scorable], [r["text"] for r in scorable])
+                for r, s in zip(scorable, scores):
+                    r["fidelity"] = float(s)
+            for r in chunk:
+                if not r["text"].strip():
+                    r["fidelity"] = 0.0  # nothing left of the prompt
+            bar.update(len(chunk))
+    return {"name": fb.name, "kind": fb.kind, "seconds": time.perf_counter() - t0}
+
+
+def run_calibration(records: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    pairs = [(r["fidelity"], r["agree"]) for r in records
+             if r["method"] != NONE and r.get("fidelity") is not None and r.get("agree") is not None]
+    if not pairs:
+        return None
+    from rlpc_core.feedback import calibrate
+
+    try:
+        cal = calibrate([p[0] for p in pairs], [bool(p[1]) for p in pairs])
+    except Exception as err:  # e.g. every pair agreed: nothing to separate
+        return {"n": len(pairs), "error": f"{type(err).__name__}: {err}"}
+    data = cal.to_dict() if hasattr(cal, "to_dict") else dict(vars(cal))
+    data["agreed"] = sum(1 for p in pairs if p[1])
+    return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in data.items()}
+
+
+def _json_ready(obj: Any) -> Any:
+    """NaN and infinities become None (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+# ---------------------------------------------------------------- aggregation
+
+def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[Method], rates: Sequence[float],
+              method_info: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    out = []
+    for m in methods:
+        for rate in rates:
+            rows = [r for r in records if r["method"] == m.label and r["rate"] == rate]
+            if not rows:
+                continue
+            orig = sum(r["original_tokens"] for r in rows)
+            comp = sum(r["compressed_tokens"] for r in rows)
+            lat = [r["ms_per_1k"] for r in rows if r["ms_per_1k"] is not None]
+            agg: dict[str, Any] = {
+                "method": m.label, "rate": rate, "n": len(rows), "runs_in": m.runs_in, "quality_meaningful": m.meaningful,
+                "ratio_mean": float(np.mean([r["ratio"] for r in rows])),
+                "tokens_original": orig, "tokens_compressed": comp,
+                "tokens_saved_share": (1 - comp / orig) if orig else 0.0,
+                "tokens_saved_mean": float(np.mean([r["saved_tokens"] for r in rows])),
+                "budget_met_share": float(np.mean([r["budget_met"] for r in rows])),
+                "subsequence_share": float(np.mean([r["subsequence"] for r in rows])),
+                "fallbacks": sum(1 for r in rows if r.get("fallback")),
+                "number_retention": bootstrap_ci([r["number_retention"] for r in rows], seed),
+                "all_numbers_kept": _mean([None if r["number_retention"] is None else float(r["number_retention"] == 1.0)
+                                           for r in rows]),
+                "answer_survival": bootstrap_ci([r["answer_survival"] for r in rows], seed),
+                "likelihood_delta": bootstrap_ci([r.get("ll_delta") for r in rows], seed),
+                "likelihood_original": _mean([r.get("ll_original") for r in rows]),
+                "likelihood_compressed": _mean([r.get("ll_compressed") for r in rows]),
+                "fidelity": bootstrap_ci([r.get("fidelity") for r in rows], seed),
+                "latency_ms_per_1k": ({"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                                       "mean": float(np.mean(lat)), "n": len(lat)} if lat else None),
+                "seconds_total": float(sum(r["seconds"] for r in rows if r["seconds"] is not None)),
+                "peak_mb": method_info.get(m.label, {}).get("peak_mb"),
+            }
+            gen = [r for r in rows if r.get("agree") is not None]
+            if gen:
+                g: dict[str, Any] = {"n": len(gen), "agreement": _mean([float(r["agree"]) for r in gen])}
+                if "correct_original" in gen[0]:
+                    g["accuracy_original"] = _mean([float(r["correct_original"]) for r in gen])
+                    g["accuracy_compressed"] = _mean([float(r["correct_compressed"]) for r in gen])
+                else:
+                    for k in ("em_original", "em_compressed", "f1_original", "f1_compressed"):
+                        g[k] = _mean([r[k] for r in gen])
+                agg["generation"] = g
+            out.append(agg)
+    return out
+
+
+def scaling(records: Sequence[dict[str, Any]], methods: Sequence[Method]) -> dict[str, Any]:
+    """Median ms per row per input-length bin and the log-log slope of time against tokens, per method."""
+    out = {}
+    for m in methods:
+        rows = [r for r in records if r["method"] == m.label and r["seconds"] is not None and r["original_tokens"] > 0]
+        if not rows:
+            continue
+        toks = np.asarray([r["original_tokens"] for r in rows], dtype=np.float64)
+        ms = np.asarray([r["seconds"] * 1000 for r in rows], dtype=np.float64)
+        medians = []
+        for lo, hi in SCALING_BINS:
+            sel = (toks >= lo) & (toks < (hi if hi is not None else np.inf))
+            medians.append(float(np.median(ms[sel])) if sel.any() else None)
+        exponent = None
+        if toks.max() >= 2 * toks.min() and len(rows) >= 3 and (ms > 0).all():
+            exponent = float(np.polyfit(np.log(toks), np.log(ms), 1)[0])
+        out[m.label] = {"median_ms_by_bin": medians, "exponent": exponent}
+    return out
+
+
+def _bin_labels() -> list[dict[str, Any]]:
+    labels = []
+    for lo, hi in SCALING_BINS:
+        labels.append({"lo": lo, "hi": hi, "label": f"{lo:,}–{hi:,}" if hi is not None else f"≥{lo:,}"})
+    return labels
+
+
+# ---------------------------------------------------------------- plots
+
+def plot(metrics: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task = metrics["dataset"]["task"]
+    aggs = metrics["aggregates"]
+    files = []
+    panels = []
+    main_key = {"math": ("number_retention", "number retention"), "qa": ("answer_survival", "answer survival")}.get(task)
+    if main_key:
+        panels.append(main_key)
+    if any(a.get("likelihood_delta") for a in aggs):
+        panels.append(("likelihood_delta", "likelihood Δ (compressed − original)"))
+    if any(a.get("fidelity") for a in aggs):
+        panels.append(("fidelity", "fidelity"))
+    if not panels:
+        panels.append(("tokens_saved_share", "tokens saved (share)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    methods = list(dict.fromkeys(a["method"] for a in aggs))
+    for ax, (key, label) in zip(axes[0], panels):
+        for m in methods:
+            pts = sorted((a for a in aggs if a["method"] == m and a.get("quality_meaningful", True)), key=lambda a: a["rate"])
+            xs, ys, lo, hi = [], [], [], []
+            for a in pts:
+                stat = a.get(key)
+                if isinstance(stat, dict) and stat.get("mean") is not None:
+                    xs.append(a["ratio_mean"]); ys.append(stat["mean"])
+                    lo.append(stat["mean"] - stat["ci"][0]); hi.append(stat["ci"][1] - stat["mean"])
+                elif isinstance(stat, (int, float)):
+                    xs.append(a["ratio_mean"]); ys.append(stat); lo.append(0); hi.append(0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=m)
+        ax.set_xlabel("achieved ratio (compressed / original tokens)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{metrics['dataset']['name']}: quality against achieved rate ({metrics['dataset']['rows']} rows)")
+    fig.tight_layout()
+    fig.savefig(out / "quality_vs_rate.png", dpi=110)
+    plt.close(fig)
+    files.append("quality_vs_rate.png")
+
+    timed = [m for m in methods if any(r["method"] == m and r["ms_per_1k"] is not None for r in records)]
+    if timed:
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(timed) + 2), 4.2))
+        p50, p95 = [], []
+        for m in timed:
+            lat = [r["ms_per_1k"] for r in records if r["method"] == m and r["ms_per_1k"] is not None]
+            p50.append(float(np.percentile(lat, 50))); p95.append(float(np.percentile(lat, 95)))
+        ax.bar(timed, p50, color="tab:blue", label="p50")
+        ax.errorbar(timed, p50, yerr=[[0] * len(timed), [b - a for a, b in zip(p50, p95)]], fmt="none", ecolor="black",
+                    capsize=4, label="p95")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per 1k input tokens (log)")
+        ax.set_title(f"{metrics['dataset']['name']}: compression latency, {metrics['config']['threads']} thread(s)")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3, which="both")
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=110)
+        plt.close(fig)
+        files.append("latency.png")
+
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for m in timed:
+            rows = [r for r in records if r["method"] == m and r["seconds"] is not None]
+            ax.scatter([r["original_tokens"] for r in rows], [max(r["seconds"] * 1000, 1e-3) for r in rows], s=10,
+                       label=m, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("input tokens (log)")
+        ax.set_ylabel("ms per row (log)")
+        ax.set_title("compression time against input length")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_length.png", dpi=110)
+        plt.close(fig)
+        files.append("latency_vs_length.png")
+    return files
+
+
+# ---------------------------------------------------------------- the run
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for dist in ("rlpc", "torch", "transformers", "numpy", "sentence-transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _rates(text: str) -> list[float]:
+    from rlpc_core import check_rate
+
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"--rate {text!r} must be comma-separated fractions, e.g. 0.33,0.5") from err
+    if not rates:
+        raise ValueError("--rate needs at least one rate, e.g. 0.5")
+    return [check_rate(r) for r in rates]
+
+
+def _split(args: argparse.Namespace) -> Optional[str]:
+    from training.data import NAMED
+
+    if args.split or args.dataset not in NAMED:
+        return args.split
+    return NAMED[args.dataset]["default_split"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="gsm8k | squad | nq | qmsum | PATH.jsonl | hf:ORG/NAME[:CONFIG]")
+    p.add_argument("--methods", default="graph,selective-context,random,truncate,none",
+                   help="comma-separated: rlpc policy names, checkpoint folders, peers "
+                        "(random, truncate, selective-context, llmlingua, llmlingua2-arch), none")
+    p.add_argument("--rate", default="0.5", help="target rate(s), comma-separated (default 0.5)")
+    p.add_argument("--limit", type=int, default=None, help="first N rows after a seeded shuffle (default: all)")
+    p.add_argument("--evaluator", default="smollm2-135m-instruct",
+                   help="evaluator model spec (embedded alias, folder, hub id) or 'none' (default smollm2-135m-instruct)")
+    p.add_argument("--gen-limit", type=int, default=24,
+                   help="generation-based metrics on the first M rows only (a labelled sample; default 24)")
+    p.add_argument("--feedback", default=None,
+                   help="feedback model spec, or 'none' (default: rlpc's default cross-encoder, falling back to the "
+                        "embedded MiniLM bi-encoder where it cannot be had)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every method, peers included (default 1: on a shared 2-core machine, 2 "
+                        "threads stall whenever another process holds a core, and latencies jump 10-20x)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder of the named datasets (default ../shared/data)")
+    p.add_argument("--split", default=None, help="dataset split (gsm8k: test by default)")
+    p.add_argument("--tokenizer", default=None, help="token counter for every method (default: the Compressor's)")
+    p.add_argument("--text-field", default=None, help="custom JSONL: field holding the text to compress")
+    p.add_argument("--question-field", default=None, help="custom JSONL: field holding the question")
+    p.add_argument("--answer-field", default=None, help="custom JSONL: field holding the gold answer(s)")
+    p.add_argument("--task", default=None, choices=["math", "qa", "summary"], help="custom JSONL: the task")
+    p.add_argument("--batch-size", type=int, default=4, help="evaluator batch size (default 4)")
+    p.add_argument("--qa-max-new-tokens", type=int, default=24)
+    p.add_argument("--math-max-new-tokens", type=int, default=256)
+    p.add_argument("--no-eval-cache", action="store_true", help="do not use the evaluator's disk cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from tqdm import tqdm as _tqdm
+
+    from rlpc_core import CompressorConfig
+
+    def tqdm(*a: Any, **k: Any):
+        return _tqdm(*a, disable=args.quiet, file=sys.stderr, dynamic_ncols=True, **k)
+
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    tokenizer = args.tokenizer or CompressorConfig().tokenizer
+    rates = _rates(args.rate)
+    register_peers(seed=args.seed)
+    methods = resolve_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    examples = load(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
+                    text_field=args.text_field, question_field=args.question_field, answer_field=args.answer_field,
+                    task=args.task)
+    task = examples[0].task
+    if any(m.runs_in == "peer-env" for m in methods):
+        from training.peer_env import ensure_env
+
+        ensure_env(quiet=args.quiet)  # build (or check) the peers' environment now: a failure must not come late
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    with tqdm(total=len(methods) * len(rates) * len(examples), desc="compress", unit="row") as bar:
+        records, method_info = compress_all(methods, examples, rates, tokenizer=tokenizer, threads=args.threads,
+                                            out=out, bar=bar)
+    evaluator_info: dict[str, Any] = {"model": None}
+    if args.evaluator.lower() != NONE:
+        evaluator_info = run_evaluator(records, examples, spec=args.evaluator, gen_limit=args.gen_limit,
+                                       batch_size=args.batch_size, qa_max_new_tokens=args.qa_max_new_tokens,
+                                       math_max_new_tokens=args.math_max_new_tokens, cache=not args.no_eval_cache,
+                                       tqdm=tqdm)
+    feedback_info: dict[str, Any] = {}
+    if (args.feedback or "").lower() != NONE:
+        feedback_info = run_feedback(records, examples, spec=args.feedback, tqdm=tqdm)
+    calibration = run_calibration(records)
+
+    metrics: dict[str, Any] = {
+        "format": "rlpc-benchmark/1",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": {"command": "python -m training.evaluate " + " ".join(shlex.quote(a) for a in argv),
+                   "dataset": args.dataset, "split": args.split, "methods": [m.label for m in methods],
+                   "method_specs": {m.label: m.spec for m in methods}, "rates": rates, "limit": args.limit,
+                   "gen_limit": args.gen_limit, "tokenizer": tokenizer, "threads": args.threads, "seed": args.seed,
+                   "bootstrap_resamples": BOOTSTRAP},
+        "seed": args.seed,
+        "versions": _versions(),
+        "dataset": {"name": args.dataset, "split": _split(args), "task": task, "rows": len(examples),
+                    "ids": [e.id for e in examples],
+                    "mean_original_tokens": float(np.mean([r["original_tokens"] for r in records[: len(examples)]]))},
+        "evaluator": evaluator_info,
+        "feedback": feedback_info,
+        "calibration": calibration,
+        "methods": {m.label: {"spec": m.spec, "runs_in": m.runs_in, "quality_meaningful": m.meaningful,
+                              **method_info.get(m.label, {})} for m in methods},
+        "peer_env": {m.label: {**{k: method_info[m.label].get(k) for k in ("versions", "load_seconds", "worker_max_rss_mb")},
+                               "note": ("quality not meaningful: randomly initialised weights" if not m.meaningful
+                                        else "LLMLingua-1, scorer: the embedded SmolLM2-135M-Instruct")}
+                     for m in methods if m.runs_in == "peer-env"},
+        "aggregates": aggregate(records, methods, rates, method_info, args.seed),
+        "scaling": scaling(records, methods),
+        "scaling_bins": _bin_labels(),
+        "rows_file": "rows.jsonl",
+    }
+    with (out / "rows.jsonl").open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(_json_ready(r), ensure_ascii=False) + "\n")
+    metrics["plots"] = plot(metrics, records, out)
+    metrics["wall_seconds"] = time.perf_counter() - started
+    metrics = _json_ready(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from training.report_readme import render_report
+
+    (out / "report.md").write_text(render_report(metrics), encoding="utf-8")
+    return metrics
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit {args.limit} must be at least 1")
+    if args.gen_limit < 0:
+        parser.error(f"--gen-limit {args.gen_limit} must be 0 or more")
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads} must be at least 1")
+    try:
+        metrics = run(args, argv)
+    except (DataError, ValueError) as err:
+        print(f"training.evaluate: {err}", file=sys.stderr)
+        return 2
+    except PeerEnvError as err:
+        print(f"training.evaluate: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out / 'metrics.json'}, {args.out / 'report.md'}, {args.out / 'rows.jsonl'} and "
+          f"{', '.join(metrics['plots'])} in {metrics['wall_seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

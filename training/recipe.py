@@ -1,0 +1,687 @@
+"""Training recipes: one frozen :class:`Recipe`, loaded from YAML, changed from the command line, checked early.
+
+A recipe is the one source of truth of a training run: the policy and its LoRA adapter, the training rows, the
+rewards with their weights, the fidelity constraint, the SFT warm-up, GRPO's settings, the evaluator and the
+feedback model. ``python -m training.sft`` and ``python -m training.grpo`` both read it; a run folder keeps a
+copy (``recipe.yaml``) so a run can be resumed, compared and reproduced. Every value is checked when the recipe
+is built, so a typo fails in a second with a ``ValueError`` that names the value, the rule and the fix, long
+before a model is loaded::
+
+    recipe = load_recipe("smollm2-cpu-gsm8k", overrides=["grpo.learning_rate=1e-5", "rewards.format.weight=0.5"])
+
+``--set key=value`` uses dotted keys; list items are addressed by index (``rewards.0.weight``) or, for rewards,
+by name (``rewards.fidelity.weight``); values are YAML (``1e-5``, ``true``, ``null``, ``[q_proj, v_proj]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+#: Rewards that ask the evaluator LLM; the recipe's ``evaluator`` section is their default ``evaluator`` setting.
+EVALUATOR_REWARDS = ("answer_agreement", "answer_likelihood")
+#: Rewards that ask the feedback model; the recipe's ``feedback`` section is their default ``model`` setting.
+FEEDBACK_REWARDS = ("fidelity",)
+
+
+# ---------------------------------------------------------------- YAML that reads 5e-6 as a number
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where ``5e-6`` (no dot) is a string; recipes mean the number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+# ---------------------------------------------------------------- checks shared by every section
+
+def _fail(path: str, value: Any, rule: str, fix: str) -> None:
+    raise ValueError(f"{path}={value!r} {rule}; {fix}")
+
+
+def _positive(path: str, value: float, fix: str) -> None:
+    if not value > 0:
+        _fail(path, value, "must be > 0", fix)
+
+
+def _at_least(path: str, value: int, lo: int, fix: str) -> None:
+    if value < lo:
+        _fail(path, value, f"must be >= {lo}", fix)
+
+
+def _between(path: str, value: float, lo: float, hi: float, fix: str, *, lo_open: bool = False,
+             hi_open: bool = False) -> None:
+    ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        _fail(path, value, f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}", fix)
+
+
+def _choice(path: str, value: str, choices: Sequence[str], fix: str = "") -> None:
+    if value not in choices:
+        _fail(path, value, f"must be one of {', '.join(choices)}", fix or f"use e.g. {choices[0]!r}")
+
+
+def _coerce(path: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against a field's declared type (YAML ints are accepted for floats)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(path, value, next(a for a in args if a is not type(None)))
+    if kind is Any:
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            _fail(path, value, "must be true or false", "write true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(path, value, "must be an integer", "write a whole number, e.g. 4")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            _fail(path, value, "must be a finite number", "write a number, e.g. 0.5 or 5e-6")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str) or not value:
+            _fail(path, value, "must be a non-empty string", "write a name or a path")
+        return value
+    if origin is tuple:  # tuple[str, ...]
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            _fail(path, value, "must be a list", "write a YAML list, e.g. [q_proj, v_proj]")
+        return tuple(_coerce(f"{path}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin in (dict, Mapping) or kind in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            _fail(path, value, "must be a mapping", "write key: value pairs")
+        return copy.deepcopy(dict(value))
+    raise TypeError(f"no check for type {kind!r} of {path}")  # a programming error, not a user one
+
+
+class _Section:
+    """Builds a frozen section from a mapping: unknown keys named with a suggestion, every value type-checked."""
+
+    _path = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Optional[str] = None):
+        path = path if path is not None else cls._path
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path or 'recipe'}={data!r} must be a mapping of settings; write key: value pairs "
+                             "under it")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            key = unknown[0]
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown recipe key {_join(path, key)!r}{hint}: valid keys under {path or 'the top level'}"
+                             f" are {', '.join(names)}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            sub = _join(path, f.name)
+            kind = hints[f.name]
+            if isinstance(kind, type) and issubclass(kind, _Section):
+                values[f.name] = kind.from_dict(data[f.name], sub)
+            elif f.name == "rewards":
+                values[f.name] = _rewards_from(data[f.name], sub)
+            else:
+                values[f.name] = _coerce(sub, data[f.name], kind)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = [v.to_dict() if isinstance(v, _Section) else v for v in value]
+            elif isinstance(value, dict):
+                value = copy.deepcopy(value)
+            out[f.name] = value
+        return out
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+# ---------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class LoraSection(_Section):
+    """The LoRA adapter trained on the policy (peft ``LoraConfig``)."""
+
+    _path = "policy.lora"
+    #: Rank. 16 is plenty for a 135M model learning one rewriting skill; the reference used 64 on Phi-3-mini.
+    r: int = 16
+    #: Scale numerator (the update is scaled by alpha / r); 2 * r is the common choice, as in the reference.
+    alpha: float = 32.0
+    #: Dropout on the adapter's input; small, because GRPO's sampling is already noisy.
+    dropout: float = 0.05
+    #: Module names (suffixes) that get an adapter. Llama-style models (SmolLM2, TinyLlama) name all seven
+    #: projections; Phi-3 fuses q/k/v into ``qkv_proj`` and gate/up into ``gate_up_proj`` (see phi3-gsm8k.yaml).
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def __post_init__(self) -> None:
+        _at_least("policy.lora.r", self.r, 1, "use e.g. 16")
+        _positive("policy.lora.alpha", self.alpha, "use e.g. 2 * r")
+        _between("policy.lora.dropout", self.dropout, 0.0, 1.0, "use e.g. 0.05", hi_open=True)
+        if not self.target_modules:
+            _fail("policy.lora.target_modules", list(self.target_modules), "must name at least one module",
+                  "list the model's projection names, e.g. [q_proj, v_proj]")
+
+
+@dataclass(frozen=True)
+class PolicySection(_Section):
+    """The compressor being trained."""
+
+    _path = "policy"
+    #: ``generative`` (a causal LM rewrites the prompt; trl's SFT and GRPO trainers) or ``extractive`` (a token
+    #: classifier; issue 7, not implemented yet).
+    kind: str = "generative"
+    #: Base model: an embedded alias, a Hugging Face id or a folder. Saved in the checkpoint's rlpc.json, so
+    #: ``Compressor.from_pretrained`` loads the same base under the adapter.
+    model: str = "smollm2-135m-instruct"
+    #: Weights' dtype: float32 on CPUs (bfloat16 is ~3x slower there), bfloat16 on GPUs.
+    dtype: str = "float32"
+    #: Importance hints in the policy's prompt (``GenerativeConfig.hints``: none | list | markers).
+    hints: str = "list"
+    #: Share of words named in the hints (``GenerativeConfig.hint_share``; the reference marked 40%).
+    hint_share: float = 0.4
+    lora: LoraSection = field(default_factory=LoraSection)
+
+    def __post_init__(self) -> None:
+        _choice("policy.kind", self.kind, ("generative", "extractive"))
+        _choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"), "float32 on CPU, bfloat16 on GPU")
+        try:
+            self.generative_config()
+        except ValueError as err:
+            raise ValueError(f"policy: {err}") from None
+
+    def generative_config(self):
+        """The :class:`rlpc_core.GenerativeConfig` that inference will use with this adapter."""
+        from rlpc_core import GenerativeConfig
+
+        return GenerativeConfig(model=self.model, hints=self.hints, hint_share=self.hint_share, dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class DataSection(_Section):
+    """The training rows. Held-out splits are refused: benchmarks report on them."""
+
+    _path = "data"
+    #: ``gsm8k`` (or another name of :mod:`training.data`), a JSONL path, or ``hf:ORG/NAME[:CONFIG]``.
+    dataset: str = "gsm8k"
+    #: Split to train on. Named datasets must use ``train``: their test/validation rows are the held-out set.
+    split: str = "train"
+    #: Rows to use after a seeded shuffle (null: all). GRPO cycles through them; keep at least steps x prompts.
+    limit: Optional[int] = 400
+    #: Shuffle seed of the rows (null: the recipe's seed).
+    seed: Optional[int] = None
+    #: Folder of the named datasets (null: ``../shared/data`` beside the repository).
+    data_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            _at_least("data.limit", self.limit, 1, "use a positive number of rows, or null for all")
+        from training.data import NAMED
+
+        if self.dataset in NAMED and self.split != "train":
+            _fail("data.split", self.split, f"is held-out data of {self.dataset!r}: training must never see rows "
+                  "that the benchmarks report on", "train on split: train")
+
+
+@dataclass(frozen=True)
+class RewardItem(_Section):
+    """One reward of trl's ``reward_funcs`` with its weight (``rlpc_core.rewards`` registry)."""
+
+    _path = "rewards[]"
+    #: A registered reward (compression, protected_coverage, format, fidelity, answer_likelihood,
+    #: answer_agreement) or a dotted path ``package.module:function``.
+    name: str = "compression"
+    #: Weight in trl's weighted sum (``GRPOConfig.reward_weights``).
+    weight: float = 1.0
+    #: The reward factory's settings. ``target_rate`` (compression), ``evaluator`` (answer_*) and ``model``
+    #: (fidelity) default to the recipe's ``target_rate``, ``evaluator`` and ``feedback`` sections.
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from rlpc_core.rewards import reward_names
+
+        if self.name not in reward_names() and "." not in self.name and ":" not in self.name:
+            close = difflib.get_close_matches(self.name, reward_names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _fail("rewards[].name", self.name, f"is not a registered reward{hint}",
+                  f"use one of {', '.join(reward_names())} or a dotted path 'package.module:function'")
+
+
+def _rewards_from(data: Any, path: str) -> tuple[RewardItem, ...]:
+    if isinstance(data, (str, Mapping)) or not isinstance(data, (list, tuple)):
+        raise ValueError(f"{path}={data!r} must be a list of {{name, weight, kwargs}} items; write a YAML list")
+    items = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            item = {"name": item}
+        items.append(RewardItem.from_dict(item, f"{path}[{i}]"))
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class ConstraintSection(_Section):
+    """Fidelity as a constraint, not a fixed weight (:class:`training.constraint.FidelityConstraint`).
+
+    A Lagrange multiplier lambda rises while the mean of ``reward`` over the recent reward batches is below
+    ``target`` and falls (never below 0) while it is above: ``lambda <- clip(lambda + eta * (target - observed),
+    0, lambda_max)``; the constrained reward's weight is ``weight * (1 + lambda)``.
+    """
+
+    _path = "constraint"
+    #: Off: the constrained reward keeps its fixed weight (what compare_constraint.py compares against).
+    enabled: bool = True
+    #: The reward whose batch mean is the fidelity signal; it must be in ``rewards``. ``answer_likelihood`` is the
+    #: dense proxy for evaluator agreement (small evaluators rarely solve GSM8K, so agreement itself is mostly 0 or
+    #: noise on CPUs); ``answer_agreement`` (with ``agreement_weight: 1.0``) is the agreement itself, for GPUs.
+    reward: str = "answer_likelihood"
+    #: The level fidelity must stay at (0.97: "under 3% loss", the reference's claim made a constraint).
+    target: float = 0.97
+    #: Step size of lambda per reward batch. With a gap of 0.1 below target, 1.0 adds 0.1 per batch: lambda
+    #: reaches ~1 (the fidelity weight doubles) in ~10 batches of persistent violation.
+    eta: float = 1.0
+    #: Starting lambda.
+    lambda_init: float = 0.0
+    #: Ceiling on lambda, so one bad stretch cannot drown every other reward for the rest of the run.
+    lambda_max: float = 10.0
+    #: Number of recent reward batches whose mean is the observed fidelity (smooths GRPO's sampling noise).
+    window: int = 4
+
+    def __post_init__(self) -> None:
+        _between("constraint.target", self.target, 0.0, 1.0, "use e.g. 0.97", lo_open=True)
+        _positive("constraint.eta", self.eta, "use e.g. 1.0")
+        _positive("constraint.lambda_max", self.lambda_max, "use e.g. 10")
+        _between("constraint.lambda_init", self.lambda_init, 0.0, self.lambda_max, "use 0.0")
+        _at_least("constraint.window", self.window, 1, "use e.g. 4")
+
+
+@dataclass(frozen=True)
+class SFTSection(_Section):
+    """Supervised warm-up on (prompt, compressed) pairs with trl's SFTTrainer and a LoRA adapter."""
+
+    _path = "sft"
+    #: ``bootstrap`` (the graph policy's compressions of training questions, kept where the rewards are high) or
+    #: a JSONL path with ``original``, ``compressed`` (and optional ``question``) per line.
+    pairs: str = "bootstrap"
+    #: Training questions the graph policy compresses when bootstrapping (before filtering).
+    bootstrap_rows: int = 200
+    #: A bootstrapped pair is kept only if its compression reward (1.0 at the target rate) is at least this, its
+    #: protected coverage is 1.0 and its format is clean.
+    min_compression: float = 0.8
+    #: Passes over the pairs (the reference: 10 over 25 pairs; bootstrapping gives more pairs, so fewer passes).
+    epochs: float = 2.0
+    #: LoRA learning rate (the reference's 2e-4 is the usual LoRA SFT value).
+    learning_rate: float = 2e-4
+    #: Pairs per device per step.
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    #: Longest tokenized (prompt + completion); longer pairs are truncated by trl.
+    max_length: int = 512
+    #: Stop after this many steps (null: run the epochs). ``--max-steps`` sets it.
+    max_steps: Optional[int] = None
+    logging_steps: int = 5
+    #: Mixed precision / device, as in the grpo section.
+    bf16: bool = False
+    use_cpu: bool = False
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least("sft.bootstrap_rows", self.bootstrap_rows, 1, "use e.g. 200")
+        _between("sft.min_compression", self.min_compression, -1.0, 1.0, "use e.g. 0.8")
+        _positive("sft.epochs", self.epochs, "use e.g. 2")
+        _positive("sft.learning_rate", self.learning_rate, "use e.g. 2e-4")
+        _at_least("sft.batch_size", self.batch_size, 1, "use e.g. 4")
+        _at_least("sft.gradient_accumulation_steps", self.gradient_accumulation_steps, 1, "use 1")
+        _at_least("sft.max_length", self.max_length, 16, "use e.g. 512")
+        if self.max_steps is not None:
+            _at_least("sft.max_steps", self.max_steps, 1, "use a positive number or null")
+        _at_least("sft.logging_steps", self.logging_steps, 1, "use e.g. 5")
+        if self.bf16 and self.use_cpu:
+            _fail("sft.bf16", True, "with use_cpu is ~3x slower than float32 on these CPUs", "set bf16: false")
+
+
+@dataclass(frozen=True)
+class GRPOSection(_Section):
+    """trl ``GRPOConfig`` settings (the reference design's values where it had them)."""
+
+    _path = "grpo"
+    #: Optimizer steps (``max_steps``). Each step samples ``per_device_batch_size * processes *
+    #: gradient_accumulation_steps / num_generations`` prompts.
+    steps: int = 150
+    #: The reference's 5e-6 with a cosine schedule and 10% warm-up.
+    learning_rate: float = 5e-6
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.1
+    #: G, completions sampled per prompt; advantages are normalised within each group (the reference: 4).
+    num_generations: int = 4
+    #: Completions (not prompts) per device per micro-step (trl's ``per_device_train_batch_size``): 2 prompts x
+    #: G=4 is 8 on one process.
+    per_device_batch_size: int = 8
+    #: Micro-steps per optimizer step; trl generates for all of them at once (``steps_per_generation``).
+    gradient_accumulation_steps: int = 1
+    #: Longest completion in policy tokens. A GSM8K question is ~45 words (~60 tokens); half of it fits in 48.
+    max_completion_length: int = 48
+    #: KL coefficient against the starting policy (the reference: 0.001; 0 skips the reference forward pass).
+    beta: float = 0.001
+    #: Sampling temperature of the rollouts (1.0: the policy's own distribution, what GRPO's ratio assumes).
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: Checkpoint every this many steps (each a complete, resumable checkpoint-N folder).
+    save_steps: int = 25
+    #: Keep at most this many checkpoints (null: all).
+    save_total_limit: Optional[int] = 3
+    #: Log (and write a log.jsonl line) every this many steps.
+    logging_steps: int = 1
+    #: Train on the CPU even where a GPU is present; bf16 mixed precision (GPUs).
+    use_cpu: bool = False
+    bf16: bool = False
+    #: Recompute activations in the backward pass: less memory, ~30% more time. Worth it for Phi-3 on a GPU.
+    gradient_checkpointing: bool = False
+    #: Generate rollouts with vLLM (``pip install trl[vllm]``, GPUs only). ``colocate`` runs vLLM inside each
+    #: training process, sharing its GPU (``vllm_gpu_memory_utilization`` of it); ``server`` uses ``trl
+    #: vllm-serve`` on separate GPUs. The option for large runs: generation dominates GRPO's time.
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+    #: Any other ``GRPOConfig`` field, passed through as is (e.g. ``{loss_type: dr_grpo, top_k: 50}``).
+    trl_args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _at_least("grpo.steps", self.steps, 1, "use e.g. 150")
+        _positive("grpo.learning_rate", self.learning_rate, "use e.g. 5e-6")
+        _choice("grpo.lr_scheduler", self.lr_scheduler, ("cosine", "linear", "constant", "constant_with_warmup"))
+        _between("grpo.warmup_ratio", self.warmup_ratio, 0.0, 1.0, "use e.g. 0.1", hi_open=True)
+        _at_least("grpo.num_generations", self.num_generations, 2, "GRPO compares completions within a group: use 4")
+        _at_least("grpo.per_device_batch_size", self.per_device_batch_size, 1, "use prompts x num_generations, e.g. 8")
+        _at_least("grpo.gradient_accumulation_steps", self.gradient_accumulation_steps, 1, "use 1")
+        _at_least("grpo.max_completion_length", self.max_completion_length, 1, "use e.g. 48")
+        _between("grpo.beta", self.beta, 0.0, 10.0, "use e.g. 0.001 (0 disables the KL term)")
+        _positive("grpo.temperature", self.temperature, "use 1.0")
+        _between("grpo.top_p", self.top_p, 0.0, 1.0, "use 1.0", lo_open=True)
+        _at_least("grpo.save_steps", self.save_steps, 1, "use e.g. 25")
+        if self.save_total_limit is not None:
+            _at_least("grpo.save_total_limit", self.save_total_limit, 1, "use e.g. 3, or null to keep all")
+        _at_least("grpo.logging_steps", self.logging_steps, 1, "use 1")
+        _choice("grpo.vllm_mode", self.vllm_mode, ("colocate", "server"))
+        _between("grpo.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, "use e.g. 0.3",
+                 lo_open=True)
+        if self.bf16 and self.use_cpu:
+            _fail("grpo.bf16", True, "with use_cpu is ~3x slower than float32 on these CPUs", "set bf16: false")
+        if self.use_vllm and self.use_cpu:
+            _fail("grpo.use_vllm", True, "needs a GPU, but use_cpu is true", "set use_vllm: false on CPUs")
+        owned = {"output_dir", "max_steps", "reward_weights", "seed", "num_generations", "learning_rate",
+                 "per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "beta"}
+        clash = sorted(owned & set(self.trl_args))
+        if clash:
+            _fail("grpo.trl_args", self.trl_args, f"sets {clash}, which the recipe owns",
+                  "set them through their grpo.* keys (or --out / --seed / --max-steps)")
+
+
+@dataclass(frozen=True)
+class EvaluatorSection(_Section):
+    """The frozen evaluator LLM (:class:`rlpc_core.evaluator.Evaluator`) behind the answer_* rewards."""
+
+    _path = "evaluator"
+    #: Embedded alias, Hugging Face id or folder (the reference: ``TinyLlama/TinyLlama-1.1B-Chat-v1.0``).
+    model: str = "smollm2-135m-instruct"
+    #: ``auto`` puts it on each training process's own device (cuda:N, or the CPU).
+    device: str = "auto"
+    batch_size: int = 4
+    #: Generation budget of answer_agreement (the reference: 256, a GSM8K chain of thought).
+    max_new_tokens: int = 256
+    dtype: str = "float32"
+    #: ``true`` (the shared sqlite cache in ``$RLPC_CACHE``), ``false``, or a file path. The original prompts'
+    #: outputs are computed once, before training, and read from here at every step.
+    cache: Any = True
+
+    def __post_init__(self) -> None:
+        _at_least("evaluator.batch_size", self.batch_size, 1, "use e.g. 4")
+        _at_least("evaluator.max_new_tokens", self.max_new_tokens, 1, "use e.g. 256")
+        _choice("evaluator.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        if not isinstance(self.cache, (bool, str)):
+            _fail("evaluator.cache", self.cache, "must be true, false or a file path", "write true")
+
+    def spec(self, device: str) -> dict[str, Any]:
+        return {"model": self.model, "device": device if self.device == "auto" else self.device,
+                "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "dtype": self.dtype,
+                "cache": self.cache}
+
+
+@dataclass(frozen=True)
+class FeedbackSection(_Section):
+    """The MiniLM feedback model (:class:`rlpc_core.feedback.FeedbackModel`) behind the fidelity reward."""
+
+    _path = "feedback"
+    #: ``all-minilm-l6-v2`` (embedded bi-encoder) or a cross-encoder id such as the reference's
+    #: ``cross-encoder/ms-marco-MiniLM-L-6-v2`` (which falls back to the bi-encoder, with a warning, where it
+    #: cannot be loaded).
+    model: str = "all-minilm-l6-v2"
+    #: ``cross-encoder`` | ``bi-encoder`` | null (decided from the model).
+    kind: Optional[str] = None
+    device: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kind is not None:
+            _choice("feedback.kind", self.kind, ("cross-encoder", "bi-encoder"))
+        _at_least("feedback.batch_size", self.batch_size, 1, "use e.g. 32")
+
+    def spec(self, device: str) -> dict[str, Any]:
+        out = {"model": self.model, "device": device if self.device == "auto" else self.device,
+               "batch_size": self.batch_size}
+        if self.kind is not None:
+            out["kind"] = self.kind
+        return out
+
+
+@dataclass(frozen=True)
+class Recipe(_Section):
+    """Everything a training run needs; see training/recipes/*.yaml for documented examples."""
+
+    _path = ""
+    #: Short name; the run's model card and logs carry it.
+    name: str = "recipe"
+    #: One line on what the recipe is for.
+    description: str = ""
+    #: Seeds the data shuffle (unless data.seed is set), LoRA's initialisation, sampling and the optimizer.
+    seed: int = 0
+    #: Share of the original tokens a compression should keep: the policy's word budget in its prompt, the
+    #: compression reward's peak, and the bootstrap compressor's rate. 0.5 is the middle of the 30-50% savings
+    #: the reference claimed.
+    target_rate: float = 0.5
+    policy: PolicySection = field(default_factory=PolicySection)
+    data: DataSection = field(default_factory=DataSection)
+    #: trl's reward functions and weights, built by ``rlpc_core.rewards.build_rewards``.
+    rewards: tuple[RewardItem, ...] = (RewardItem("compression"), RewardItem("protected_coverage"),
+                                       RewardItem("format"))
+    constraint: ConstraintSection = field(default_factory=ConstraintSection)
+    sft: SFTSection = field(default_factory=SFTSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
+    feedback: FeedbackSection = field(default_factory=FeedbackSection)
+
+    def __post_init__(self) -> None:
+        from rlpc_core import check_rate
+
+        try:
+            check_rate(self.target_rate)
+        except ValueError:
+            _fail("target_rate", self.target_rate, "must be in (0, 1)", "use e.g. 0.5")
+        if self.target_rate >= 1.0:
+            _fail("target_rate", self.target_rate, "must be below 1 (1 is no compression)", "use e.g. 0.5")
+        if not self.rewards:
+            _fail("rewards", [], "must list at least one reward", "add e.g. {name: compression}")
+        names = [r.name for r in self.rewards]
+        if self.constraint.enabled and self.constraint.reward not in names:
+            _fail("constraint.reward", self.constraint.reward, f"is not among the recipe's rewards ({', '.join(names)})",
+                  "name one of them, add it to rewards, or set constraint.enabled: false")
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.data.seed is None else self.data.seed
+
+    def reward_specs(self, device: str = "cpu") -> list[dict[str, Any]]:
+        """The ``rewards`` list for ``build_rewards``, with the recipe-level defaults filled in."""
+        specs = []
+        for item in self.rewards:
+            kwargs = copy.deepcopy(item.kwargs)
+            if item.name == "compression":
+                kwargs.setdefault("target_rate", self.target_rate)
+            if item.name in EVALUATOR_REWARDS:
+                kwargs.setdefault("evaluator", self.evaluator.spec(device))
+            if item.name in FEEDBACK_REWARDS:
+                kwargs.setdefault("model", self.feedback.spec(device))
+            specs.append({"name": item.name, "weight": item.weight, "kwargs": kwargs})
+        return specs
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=110)
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+def recipe_path(name_or_path: Union[str, Path]) -> Path:
+    """A recipe file: a path, or the name of one in training/recipes (with or without ``.yaml``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (RECIPES_DIR / f"{name_or_path}.yaml", RECIPES_DIR / str(name_or_path)):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise ValueError(f"recipe={str(name_or_path)!r} is neither a file nor a recipe in {RECIPES_DIR}; pass a YAML path "
+                     f"or one of {', '.join(known)}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return parse_yaml(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` to a recipe mapping in place (the recipe then checks the result)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ValueError(f"--set {assignment!r} is not key=value; write e.g. --set grpo.learning_rate=1e-5")
+    parts = key.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the recipe"
+        if isinstance(node, list):
+            index = _list_index(node, part, ".".join(parts[: depth + 1]))
+            if last:
+                node[index] = _parse_value(raw)
+            else:
+                if isinstance(node[index], str):  # a reward written as a bare name
+                    node[index] = {"name": node[index]}
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = _parse_value(raw)
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ValueError(f"--set {assignment!r}: {where} is {node!r}, not a section, so it has no key {part!r}")
+
+
+def _list_index(items: list, part: str, path: str) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(items) <= index < len(items):
+            raise ValueError(f"--set {path}: index {index} is out of range (the list has {len(items)} items)")
+        return index
+    names = [(it.get("name") if isinstance(it, dict) else it) for it in items]
+    if part in names:
+        return names.index(part)
+    raise ValueError(f"--set {path}: no item named {part!r}; items are {names} (or use an index, e.g. .0.)")
+
+
+def load_recipe(name_or_path: Union[str, Path, None] = None, overrides: Sequence[str] = (),
+                data: Optional[Mapping[str, Any]] = None) -> Recipe:
+    """A checked :class:`Recipe` from a YAML file (or a mapping), with ``key=value`` overrides applied in order."""
+    if data is None:
+        if name_or_path is None:
+            raise ValueError("no recipe given; pass --recipe NAME_OR_PATH (e.g. smollm2-cpu-gsm8k)")
+        path = recipe_path(name_or_path)
+        try:
+            data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"recipe {str(path)!r} is not valid YAML ({err}); fix the file") from err
+    data = copy.deepcopy(dict(data))
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return Recipe.from_dict(data)
+
+
+# ---------------------------------------------------------------- command-line arguments shared by sft and grpo
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", help="recipe name in training/recipes (e.g. smollm2-cpu-gsm8k) or a YAML path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value (dotted key, YAML value), e.g. --set grpo.learning_rate=1e-5; "
+                             "repeatable")
+    parser.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the number of training steps")
+    parser.add_argument("--policy", choices=("generative", "extractive"), default=None,
+                        help="override policy.kind")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, adapter, logs, card)")
+
+
+def recipe_from_args(args: argparse.Namespace, stage: str, data: Optional[Mapping[str, Any]] = None) -> Recipe:
+    """The recipe named by ``--recipe`` (or ``data``) with ``--set``, ``--seed``, ``--max-steps``, ``--policy``."""
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.max_steps is not None:
+        overrides.append(f"{'grpo.steps' if stage == 'grpo' else 'sft.max_steps'}={args.max_steps}")
+    if args.policy is not None:
+        overrides.append(f"policy.kind={args.policy}")
+    return load_recipe(args.recipe, overrides, data=data)
+
+
+__all__ = ["ConstraintSection", "DataSection", "EvaluatorSection", "FeedbackSection", "GRPOSection", "LoraSection",
+           "PolicySection", "RECIPES_DIR", "Recipe", "RewardItem", "SFTSection", "add_recipe_arguments",
+           "apply_override", "load_recipe", "parse_yaml", "recipe_from_args", "recipe_path"]
