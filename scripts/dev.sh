@@ -32,6 +32,7 @@ fi
 case "$job" in
   setup) ;;
   demo) exec "$VENV/bin/rlpc" compress --example "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  # tests run offline by design: no hub look-ups (an unreachable hub id otherwise retries for ~50 s)
+  test) HF_HUB_OFFLINE=1 exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *) echo "rlpc: unknown job '$job'; use one of: demo, test, setup" >&2; exit 2 ;;
 esac
