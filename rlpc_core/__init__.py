@@ -8,7 +8,9 @@ from .compressor import Compressor, select_words
 from .config import CompressorConfig, GenerativeConfig, GraphConfig, check_budget, check_rate, check_target_tokens
 from .graph import GraphScores, score_words
 from .policies import policy_names, register_policy
+from .policies.generative import clean_rewrite, policy_messages
 from .result import CompressionResult
+from .rewards import build_rewards, completion_text, register_reward, reward_names
 from .spans import KEEP_CLOSE, KEEP_OPEN
 
 __version__ = "0.1.0"
@@ -25,6 +27,12 @@ __all__ = [
     "check_budget",
     "check_rate",
     "check_target_tokens",
+    "build_rewards",
+    "clean_rewrite",
+    "completion_text",
+    "policy_messages",
+    "register_reward",
+    "reward_names",
     "policy_names",
     "register_policy",
     "score_words",

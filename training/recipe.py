@@ -59,8 +59,12 @@ def parse_yaml(text: str) -> Any:
 
 # ---------------------------------------------------------------- checks shared by every section
 
+class RecipeError(ValueError):
+    """A recipe value breaks a rule; the message names the value, the rule and the fix."""
+
+
 def _fail(path: str, value: Any, rule: str, fix: str) -> None:
-    raise ValueError(f"{path}={value!r} {rule}; {fix}")
+    raise RecipeError(f"{path}={value!r} {rule}; {fix}")
 
 
 def _positive(path: str, value: float, fix: str) -> None:
@@ -132,7 +136,7 @@ class _Section:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ValueError(f"{path or 'recipe'}={data!r} must be a mapping of settings; write key: value pairs "
+            raise RecipeError(f"{path or 'recipe'}={data!r} must be a mapping of settings; write key: value pairs "
                              "under it")
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
@@ -141,7 +145,7 @@ class _Section:
             key = unknown[0]
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown recipe key {_join(path, key)!r}{hint}: valid keys under {path or 'the top level'}"
+            raise RecipeError(f"unknown recipe key {_join(path, key)!r}{hint}: valid keys under {path or 'the top level'}"
                              f" are {', '.join(names)}")
         values = {}
         for f in dataclasses.fields(cls):
@@ -225,8 +229,8 @@ class PolicySection(_Section):
         _choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"), "float32 on CPU, bfloat16 on GPU")
         try:
             self.generative_config()
-        except ValueError as err:
-            raise ValueError(f"policy: {err}") from None
+        except ValueError as err:  # GenerativeConfig's own check
+            raise RecipeError(f"policy: {err}") from None
 
     def generative_config(self):
         """The :class:`rlpc_core.GenerativeConfig` that inference will use with this adapter."""
@@ -276,7 +280,7 @@ class RewardItem(_Section):
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from rlpc_core.rewards import reward_names
+        from rlpc_core import reward_names
 
         if self.name not in reward_names() and "." not in self.name and ":" not in self.name:
             close = difflib.get_close_matches(self.name, reward_names(), n=1)
@@ -287,12 +291,15 @@ class RewardItem(_Section):
 
 def _rewards_from(data: Any, path: str) -> tuple[RewardItem, ...]:
     if isinstance(data, (str, Mapping)) or not isinstance(data, (list, tuple)):
-        raise ValueError(f"{path}={data!r} must be a list of {{name, weight, kwargs}} items; write a YAML list")
+        raise RecipeError(f"{path}={data!r} must be a list of {{name, weight, kwargs}} items; write a YAML list")
     items = []
     for i, item in enumerate(data):
         if isinstance(item, str):
             item = {"name": item}
-        items.append(RewardItem.from_dict(item, f"{path}[{i}]"))
+        try:
+            items.append(RewardItem.from_dict(item, f"{path}[{i}]"))
+        except RecipeError as err:  # name the item: rewards[2].name, not rewards[].name
+            raise RecipeError(str(err).replace("rewards[]", f"{path}[{i}]", 1)) from None
     return tuple(items)
 
 
@@ -351,15 +358,19 @@ class SFTSection(_Section):
     learning_rate: float = 2e-4
     #: Pairs per device per step.
     batch_size: int = 4
+    #: Micro-batches per optimizer step (effective batch = batch_size x this x processes).
     gradient_accumulation_steps: int = 1
     #: Longest tokenized (prompt + completion); longer pairs are truncated by trl.
     max_length: int = 512
     #: Stop after this many steps (null: run the epochs). ``--max-steps`` sets it.
     max_steps: Optional[int] = None
+    #: Log (and write an sft_log.jsonl line) every this many steps.
     logging_steps: int = 5
-    #: Mixed precision / device, as in the grpo section.
+    #: bf16 mixed precision (GPUs), as in the grpo section.
     bf16: bool = False
+    #: Train on the CPU even where a GPU is present.
     use_cpu: bool = False
+    #: Recompute activations in the backward pass (memory for time; for Phi-3 on a GPU).
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -387,7 +398,9 @@ class GRPOSection(_Section):
     steps: int = 150
     #: The reference's 5e-6 with a cosine schedule and 10% warm-up.
     learning_rate: float = 5e-6
+    #: Learning-rate schedule (transformers' ``lr_scheduler_type``).
     lr_scheduler: str = "cosine"
+    #: Share of the steps spent warming the learning rate up from 0.
     warmup_ratio: float = 0.1
     #: G, completions sampled per prompt; advantages are normalised within each group (the reference: 4).
     num_generations: int = 4
@@ -402,6 +415,7 @@ class GRPOSection(_Section):
     beta: float = 0.001
     #: Sampling temperature of the rollouts (1.0: the policy's own distribution, what GRPO's ratio assumes).
     temperature: float = 1.0
+    #: Nucleus sampling of the rollouts (1.0: off, so the sampled policy is the trained one).
     top_p: float = 1.0
     #: Checkpoint every this many steps (each a complete, resumable checkpoint-N folder).
     save_steps: int = 25
@@ -409,8 +423,9 @@ class GRPOSection(_Section):
     save_total_limit: Optional[int] = 3
     #: Log (and write a log.jsonl line) every this many steps.
     logging_steps: int = 1
-    #: Train on the CPU even where a GPU is present; bf16 mixed precision (GPUs).
+    #: Train on the CPU even where a GPU is present.
     use_cpu: bool = False
+    #: bf16 mixed precision (GPUs; ~3x slower than float32 on the CPUs here, so refused with use_cpu).
     bf16: bool = False
     #: Recompute activations in the backward pass: less memory, ~30% more time. Worth it for Phi-3 on a GPU.
     gradient_checkpointing: bool = False
@@ -418,7 +433,9 @@ class GRPOSection(_Section):
     #: training process, sharing its GPU (``vllm_gpu_memory_utilization`` of it); ``server`` uses ``trl
     #: vllm-serve`` on separate GPUs. The option for large runs: generation dominates GRPO's time.
     use_vllm: bool = False
+    #: ``colocate`` (vLLM in each training process) or ``server`` (``trl vllm-serve`` on other GPUs).
     vllm_mode: str = "colocate"
+    #: Share of each GPU vLLM may take in colocate mode (the rest is for training and the evaluator).
     vllm_gpu_memory_utilization: float = 0.3
     #: Any other ``GRPOConfig`` field, passed through as is (e.g. ``{loss_type: dr_grpo, top_k: 50}``).
     trl_args: dict = field(default_factory=dict)
@@ -463,9 +480,11 @@ class EvaluatorSection(_Section):
     model: str = "smollm2-135m-instruct"
     #: ``auto`` puts it on each training process's own device (cuda:N, or the CPU).
     device: str = "auto"
+    #: Prompts per forward pass (4 suits 2 CPU cores; raise it on a GPU).
     batch_size: int = 4
     #: Generation budget of answer_agreement (the reference: 256, a GSM8K chain of thought).
     max_new_tokens: int = 256
+    #: Weights' dtype: float32 on CPUs, bfloat16 on GPUs.
     dtype: str = "float32"
     #: ``true`` (the shared sqlite cache in ``$RLPC_CACHE``), ``false``, or a file path. The original prompts'
     #: outputs are computed once, before training, and read from here at every step.
@@ -495,7 +514,9 @@ class FeedbackSection(_Section):
     model: str = "all-minilm-l6-v2"
     #: ``cross-encoder`` | ``bi-encoder`` | null (decided from the model).
     kind: Optional[str] = None
+    #: ``auto``: each training process's own device.
     device: str = "auto"
+    #: Text pairs per forward pass.
     batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -586,7 +607,7 @@ def recipe_path(name_or_path: Union[str, Path]) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise ValueError(f"recipe={str(name_or_path)!r} is neither a file nor a recipe in {RECIPES_DIR}; pass a YAML path "
+    raise RecipeError(f"recipe={str(name_or_path)!r} is neither a file nor a recipe in {RECIPES_DIR}; pass a YAML path "
                      f"or one of {', '.join(known)}")
 
 
@@ -602,7 +623,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ValueError(f"--set {assignment!r} is not key=value; write e.g. --set grpo.learning_rate=1e-5")
+        raise RecipeError(f"--set {assignment!r} is not key=value; write e.g. --set grpo.learning_rate=1e-5")
     parts = key.split(".")
     node: Any = data
     for depth, part in enumerate(parts):
@@ -624,19 +645,19 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise ValueError(f"--set {assignment!r}: {where} is {node!r}, not a section, so it has no key {part!r}")
+            raise RecipeError(f"--set {assignment!r}: {where} is {node!r}, not a section, so it has no key {part!r}")
 
 
 def _list_index(items: list, part: str, path: str) -> int:
     if part.lstrip("-").isdigit():
         index = int(part)
         if not -len(items) <= index < len(items):
-            raise ValueError(f"--set {path}: index {index} is out of range (the list has {len(items)} items)")
+            raise RecipeError(f"--set {path}: index {index} is out of range (the list has {len(items)} items)")
         return index
     names = [(it.get("name") if isinstance(it, dict) else it) for it in items]
     if part in names:
         return names.index(part)
-    raise ValueError(f"--set {path}: no item named {part!r}; items are {names} (or use an index, e.g. .0.)")
+    raise RecipeError(f"--set {path}: no item named {part!r}; items are {names} (or use an index, e.g. .0.)")
 
 
 def load_recipe(name_or_path: Union[str, Path, None] = None, overrides: Sequence[str] = (),
@@ -644,12 +665,12 @@ def load_recipe(name_or_path: Union[str, Path, None] = None, overrides: Sequence
     """A checked :class:`Recipe` from a YAML file (or a mapping), with ``key=value`` overrides applied in order."""
     if data is None:
         if name_or_path is None:
-            raise ValueError("no recipe given; pass --recipe NAME_OR_PATH (e.g. smollm2-cpu-gsm8k)")
+            raise RecipeError("no recipe given; pass --recipe NAME_OR_PATH (e.g. smollm2-cpu-gsm8k)")
         path = recipe_path(name_or_path)
         try:
             data = parse_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"recipe {str(path)!r} is not valid YAML ({err}); fix the file") from err
+            raise RecipeError(f"recipe {str(path)!r} is not valid YAML ({err}); fix the file") from err
     data = copy.deepcopy(dict(data))
     for assignment in overrides:
         apply_override(data, assignment)
@@ -682,6 +703,6 @@ def recipe_from_args(args: argparse.Namespace, stage: str, data: Optional[Mappin
     return load_recipe(args.recipe, overrides, data=data)
 
 
-__all__ = ["ConstraintSection", "DataSection", "EvaluatorSection", "FeedbackSection", "GRPOSection", "LoraSection",
+__all__ = ["RecipeError", "ConstraintSection", "DataSection", "EvaluatorSection", "FeedbackSection", "GRPOSection", "LoraSection",
            "PolicySection", "RECIPES_DIR", "Recipe", "RewardItem", "SFTSection", "add_recipe_arguments",
            "apply_override", "load_recipe", "parse_yaml", "recipe_from_args", "recipe_path"]

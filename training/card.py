@@ -1,0 +1,267 @@
+"""Reward curves and the model card of a training run folder.
+
+``python -m training.grpo`` writes both at the end of a run. After the held-out evaluation, regenerate the card
+with the measured results in it::
+
+    python -m training.evaluate --dataset gsm8k --split test --methods graph,RUN_DIR,none --out RUN_DIR/eval ...
+    python -m training.card RUN_DIR                 # finds RUN_DIR/eval/metrics.json
+    python -m training.card RUN_DIR --eval-results path/to/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+CURVES = "reward_curves.png"
+LOG = "log.jsonl"
+SUMMARY = "training_summary.json"
+EVAL_PLACEHOLDER = "<!-- held-out results: filled by python -m training.card after training.evaluate -->"
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append(json.loads(line))
+    return rows
+
+
+def final_means(rows: Sequence[dict[str, Any]], last: int = 10) -> dict[str, float]:
+    """Mean of each logged quantity over the last ``last`` logging steps (the end-of-run level, less noisy)."""
+    return _window_means(rows[-last:])
+
+
+def first_means(rows: Sequence[dict[str, Any]], first: int = 10) -> dict[str, float]:
+    return _window_means(rows[:first])
+
+
+def _window_means(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in _flat(row).items():
+            if key not in ("step", "time", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+                out.setdefault(key, []).append(float(value))
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in row.items() if k != "rewards"}
+    for name, value in (row.get("rewards") or {}).items():
+        flat[f"rewards/{name}"] = value
+    return flat
+
+
+def plot_reward_curves(rows: Sequence[dict[str, Any]], png: Path, title: str = "") -> Optional[Path]:
+    """Per-reward means, the weighted total, KL and the constraint's lambda against the step (matplotlib Agg)."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    names = list(dict.fromkeys(n for r in rows for n in (r.get("rewards") or {})))
+    panels = [("per-reward mean", [(n, [(r.get("rewards") or {}).get(n) for r in rows]) for n in names]),
+              ("total reward (weighted)", [("reward", [r.get("reward") for r in rows])])]
+    if any(r.get("compression_ratio") is not None for r in rows):
+        panels.append(("compression ratio", [("ratio", [r.get("compression_ratio") for r in rows])]))
+    panels.append(("KL to the starting policy", [("kl", [r.get("kl") for r in rows])]))
+    if any(r.get("lambda") is not None for r in rows):
+        panels.append(("fidelity constraint", [("lambda", [r.get("lambda") for r in rows]),
+                                               ("observed", [r.get("observed") for r in rows])]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (label, series) in zip(axes[0], panels):
+        for name, values in series:
+            xs = [s for s, v in zip(steps, values) if v is not None]
+            ys = [v for v in values if v is not None]
+            if not ys:
+                continue
+            line, = ax.plot(xs, ys, alpha=0.35, linewidth=1)
+            smooth = _moving_average(ys, max(1, len(ys) // 15))
+            ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=name)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def _moving_average(values: Sequence[float], k: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= k:
+            total -= values[i - k]
+        out.append(total / min(i + 1, k))
+    return out
+
+
+# ---------------------------------------------------------------- held-out results
+
+def find_eval_results(run_dir: Path, given: Optional[Path] = None) -> Optional[Path]:
+    """A training.evaluate ``metrics.json``: the one given (file or folder), else ``RUN_DIR/eval/metrics.json``."""
+    for candidate in ([Path(given)] if given else []) + [Path(run_dir) / "eval"]:
+        path = candidate / "metrics.json" if candidate.is_dir() else candidate
+        if path.is_file():
+            return path
+    if given:
+        raise ValueError(f"--eval-results {str(given)!r} is not a metrics.json (or a folder holding one); pass the "
+                         "--out folder of python -m training.evaluate")
+    return None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, dict):
+        value = value.get("mean")
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def eval_markdown(metrics_path: Path) -> str:
+    metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
+    dataset = metrics.get("dataset", {})
+    lines = [f"Measured by `python -m training.evaluate` ({metrics_path}); dataset "
+             f"`{dataset.get('name', dataset.get('spec', '?'))}`, split `{dataset.get('split', '?')}`, "
+             f"{dataset.get('rows', dataset.get('n', '?'))} rows never used in training.", "",
+             "| method | rate | rows | ratio | all numbers kept | likelihood Δ | fidelity | agreement (sample) | "
+             "accuracy orig → comp (sample) | fallbacks | ms / 1k tokens (p50) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for a in metrics.get("aggregates", []):
+        gen = a.get("generation") or {}
+        acc = "–"
+        if gen.get("accuracy_original") is not None:
+            acc = f"{_fmt(gen.get('accuracy_original'), 2)} → {_fmt(gen.get('accuracy_compressed'), 2)}"
+        agreement = f"{_fmt(gen.get('agreement'), 2)} (n={gen['n']})" if gen else "–"
+        latency = (a.get("latency_ms_per_1k") or {}).get("p50")
+        lines.append(f"| {a.get('method')} | {a.get('rate')} | {a.get('n')} | {_fmt(a.get('ratio_mean'))} | "
+                     f"{_fmt(a.get('all_numbers_kept'))} | {_fmt(a.get('likelihood_delta'))} | "
+                     f"{_fmt(a.get('fidelity'))} | {agreement} | {acc} | {a.get('fallbacks', '–')} | "
+                     f"{_fmt(latency, 0)} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the card
+
+def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any], eval_path: Optional[Path]) -> str:
+    rows = read_log(Path(run_dir) / LOG)
+    first, final = first_means(rows), final_means(rows)
+    reward_keys = [k for k in final if k.startswith("rewards/")] + [k for k in ("reward", "compression_ratio", "kl",
+                                                                                 "lambda", "observed") if k in final]
+    table = ["| quantity | first 10 logged steps | last 10 logged steps |", "|---|---:|---:|"]
+    for key in reward_keys:
+        table.append(f"| {key} | {_fmt(first.get(key))} | {_fmt(final.get(key))} |")
+    if eval_path is not None:
+        held_out = eval_markdown(eval_path)
+    else:
+        held_out = ("**Not measured yet.** Training rewards above are on training questions; they are not a "
+                    "quality claim. Measure on held-out GSM8K test questions, then regenerate this card:\n\n"
+                    "```bash\n"
+                    f"python -m training.evaluate --dataset gsm8k --split test --methods graph,{run_dir},none "
+                    f"--rate {summary.get('target_rate', 0.5)} --limit 200 --out {run_dir}/eval\n"
+                    f"python -m training.card {run_dir}\n```")
+    s = summary
+    init = s.get("init") or "none (a fresh LoRA adapter)"
+    return f"""---
+library_name: peft
+base_model: {s.get('base_model')}
+tags: [rlpc, prompt-compression, grpo, trl, lora]
+---
+
+# rlpc generative compressor: {s.get('recipe_name')}
+
+A LoRA adapter over `{s.get('base_model')}` that rewrites a prompt to about {s.get('target_rate')} of its tokens,
+trained with trl's GRPOTrainer (`python -m training.grpo`). Load it through the one inference entry point:
+
+```python
+from rlpc_core import Compressor
+compressor = Compressor.from_pretrained("{run_dir}")
+result = compressor.compress(prompt, rate={s.get('target_rate')})  # falls back to the graph policy, and says so,
+                                                                 # when a rewrite drops or invents a number
+```
+
+## Training
+
+| | |
+|---|---|
+| base model | `{s.get('base_model')}` (dtype {s.get('dtype')}) |
+| started from | {init} |
+| data | `{s.get('dataset')}` split `{s.get('split')}`, {s.get('train_rows')} rows (seed {s.get('data_seed')}); held-out splits are refused by the recipe |
+| rewards (weights) | {s.get('rewards')} |
+| fidelity constraint | {s.get('constraint')} |
+| steps | {s.get('steps_done')} of {s.get('steps')} ({s.get('prompts_per_step')} prompts x G={s.get('num_generations')} per step) |
+| seed | {s.get('seed')} |
+| time | {_fmt(s.get('train_seconds'), 0)} s ({_fmt(s.get('seconds_per_step'), 2)} s/step) on {s.get('device')} |
+| software | {s.get('versions')} |
+| command | `{s.get('command')}` |
+
+Reward means (training questions; `rewards/*` are the raw per-reward means trl logs, `reward` the weighted total,
+`lambda` the fidelity constraint's multiplier):
+
+{chr(10).join(table)}
+
+![reward curves]({CURVES})
+
+## Held-out results
+
+{EVAL_PLACEHOLDER}
+{held_out}
+
+## Recipe
+
+```yaml
+{recipe_yaml.rstrip()}
+```
+"""
+
+
+def write_card(run_dir: Path, eval_results: Optional[Path] = None) -> Path:
+    """(Re)write ``RUN_DIR/README.md`` and the curves from the run's log, summary and recipe."""
+    from training.common import write_text
+
+    run_dir = Path(run_dir)
+    summary_path = run_dir / SUMMARY
+    if not summary_path.is_file():
+        raise ValueError(f"{str(run_dir)!r} has no {SUMMARY}: pass the --out folder of a finished "
+                         "python -m training.grpo run")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    recipe_yaml = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
+    plot_reward_curves(read_log(run_dir / LOG), run_dir / CURVES, title=summary.get("recipe_name", ""))
+    card = model_card(run_dir, recipe_yaml, summary, find_eval_results(run_dir, eval_results))
+    write_text(run_dir / "README.md", card)
+    return run_dir / "README.md"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.card", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path, help="the --out folder of python -m training.grpo")
+    p.add_argument("--eval-results", type=Path, default=None,
+                   help="metrics.json of python -m training.evaluate (default: RUN_DIR/eval/metrics.json if present)")
+    args = p.parse_args(argv)
+    try:
+        path = write_card(args.run_dir, args.eval_results)
+    except ValueError as err:
+        p.error(str(err))
+    print(f"wrote {path} and {args.run_dir / CURVES}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

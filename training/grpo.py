@@ -1,0 +1,436 @@
+"""GRPO training of the rewriting policy with trl's GRPOTrainer and the rlpc reward registry.
+
+    python -m training.grpo --recipe smollm2-cpu-gsm8k --init runs/smollm2-sft --out runs/smollm2-grpo
+    python -m training.grpo --out runs/smollm2-grpo --resume            # continue a killed run
+    accelerate launch --config_file training/recipes/accelerate/multi_gpu.yaml \\
+        -m training.grpo --recipe phi3-gsm8k --init runs/phi3-sft --out runs/phi3-grpo
+
+What a run does, in order:
+
+1. builds the recipe (``--recipe`` + ``--set key=value`` + ``--seed`` / ``--max-steps``) and refuses held-out
+   splits; ``--policy extractive`` (issue 7) stops here with a clear message;
+2. turns the training rows into trl's conversational prompt dataset: ``prompt`` is
+   :func:`rlpc_core.policy_messages` (the prompt inference uses, with the Compressor's own word budget at the
+   target rate), plus the columns the rewards read: ``original``, ``answer`` (GSM8K's solution), ``task``;
+3. builds the rewards (:func:`rlpc_core.build_rewards`) with their weights; the reward named by
+   ``constraint.reward`` is wrapped in :class:`training.constraint.FidelityConstraint` (its weight follows a
+   Lagrange multiplier). Rewards score the rewrite the Compressor would use (``clean_rewrite`` applied: no
+   preamble), except ``format``, which judges the raw output so chatter is penalised;
+4. computes the evaluator's outputs on the ORIGINAL questions once, before training (progress bar), into the
+   evaluator's disk cache, so every step pays only for the compressed side;
+5. trains (``--init``: continue the SFT adapter, with trl's KL reference the SFT start; else a fresh LoRA),
+   logging per-reward means (trl) and ``OUT/log.jsonl`` (one line per logging step: step, each reward's mean,
+   total reward, KL, lambda); every ``grpo.save_steps`` a ``checkpoint-N`` that counts only once complete
+   (:mod:`training.checkpoints`), which ``--resume`` continues from;
+6. writes the adapter and ``rlpc.json`` into ``OUT`` (``Compressor.from_pretrained(OUT)`` loads it),
+   ``reward_curves.png``, ``training_summary.json`` and the model card ``README.md`` (regenerate it with the
+   held-out results: ``python -m training.card OUT``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from training.card import LOG, SUMMARY, write_card
+from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
+                                  rotate)
+from training.common import (PromptBuilder, TrainingError, gold_of, is_main_process, load_policy, lora_config,
+                             policy_device, quiet_libraries, save_compressor, say, training_examples, write_json,
+                             write_text)
+from training.data import DataError
+from training.recipe import Recipe, RecipeError, add_recipe_arguments, parse_yaml, recipe_from_args
+
+RUN_FILE = "run.json"
+CONSTRAINT_FILE = "rlpc_constraint.json"
+EXTRACTIVE_MESSAGE = ("policy.kind='extractive' is not implemented yet (issue 7): the extractive MiniLM policy and "
+                      "its group-relative trainer are planned; train the generative policy (--policy generative)")
+
+
+# ---------------------------------------------------------------- data
+
+def grpo_rows(examples: Sequence[Any], builder: PromptBuilder) -> list[dict[str, Any]]:
+    """trl's conversational prompt rows, with the columns the rewards read (trl passes every column to them)."""
+    with_question = any(ex.task == "qa" for ex in examples)
+    rows = []
+    for ex in examples:
+        query = ex.question if ex.task == "qa" else None
+        row = {"prompt": builder.messages(ex.text, query=query), "original": ex.text, "answer": gold_of(ex),
+               "task": ex.task}
+        if with_question:
+            row["question"] = query
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- rewards
+
+def on_clean_text(fn: Callable[..., list]) -> Callable[..., list]:
+    """Score the rewrite the Compressor would use: the completion after ``clean_rewrite`` (no preamble, quotes)."""
+    from rlpc_core import clean_rewrite, completion_text
+
+    @functools.wraps(fn)  # keeps the name trl logs and the reward's settings (evaluator, task, ...)
+    def reward(prompts, completions, **kwargs):
+        return fn(prompts, [clean_rewrite(completion_text(c)) for c in completions], **kwargs)
+
+    return reward
+
+
+def build_reward_funcs(recipe: Recipe, device: str) -> tuple[list[Callable], list[float], Optional[Any]]:
+    """``(reward_funcs, reward_weights, constraint)`` for GRPOTrainer from the recipe."""
+    from rlpc_core import build_rewards
+    from training.constraint import FidelityConstraint
+
+    funcs, weights = build_rewards(recipe.reward_specs(device))
+    funcs = [fn if fn.__name__ == "format" else on_clean_text(fn) for fn in funcs]
+    constraint = None
+    if recipe.constraint.enabled:
+        i = [item.name for item in recipe.rewards].index(recipe.constraint.reward)
+        constraint = FidelityConstraint.from_recipe(funcs[i], recipe.constraint, base_weight=weights[i])
+        funcs[i] = constraint
+        constraint.index = i
+    return funcs, weights, constraint
+
+
+def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Fill the evaluator cache with its outputs on the original texts of ``rows``, with a progress bar.
+
+    ``answer_likelihood`` needs log p(gold | original) per row (one forward pass each); ``answer_agreement``
+    needs the evaluator's answer to the original (one generation each). Cached entries cost nothing.
+    """
+    from tqdm.auto import tqdm
+
+    from rlpc_core.evaluator import build_prompt
+    from rlpc_core.rewards import gold_target
+
+    done: dict[str, int] = {}
+    seen = set()
+    for fn in funcs:
+        ev = getattr(fn, "evaluator", None)
+        if ev is None:
+            continue
+        kind = "answers" if hasattr(fn, "agreement_weight") else "likelihood"
+        if (id(ev), kind) in seen:
+            continue
+        seen.add((id(ev), kind))
+        if ev.cache is None:
+            say(f"evaluator {ev.model_spec!r} has no cache (evaluator.cache: false): original-side outputs will be "
+                "recomputed at every step")
+            continue
+        chunk = ev.batch_size * 8
+        items = []
+        for row in rows:
+            q = row.get("question") if row["task"] == "qa" else None
+            if kind == "likelihood":
+                target = gold_target(row["task"], row["answer"])
+                if target is not None:
+                    items.append((build_prompt(row["task"], row["original"], q), target))
+            else:
+                items.append((row["task"], row["original"], q))
+        bar = tqdm(total=len(items), desc=f"evaluator {kind} on original prompts", unit="row",
+                   disable=not is_main_process())
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            if kind == "likelihood":
+                ev.loglikelihood([p for p, _ in part], [t for _, t in part])
+            else:
+                for task in dict.fromkeys(t for t, _, _ in part):
+                    sel = [(x, q) for t, x, q in part if t == task]
+                    qs = [q for _, q in sel] if any(q is not None for _, q in sel) else None
+                    ev.answer(task, [x for x, _ in sel], qs)
+            bar.update(len(part))
+        bar.close()
+        done[f"{fn.__name__}:{kind}"] = len(items)
+    return done
+
+
+# ---------------------------------------------------------------- trainer pieces
+
+def make_trainer_class():
+    """GRPOTrainer whose checkpoints count only once complete, carrying the constraint's state."""
+    from trl import GRPOTrainer
+
+    class RLPCGRPOTrainer(GRPOTrainer):
+        rlpc_constraint = None
+
+        def _save_checkpoint(self, model, trial):
+            limit = self.args.save_total_limit
+            self.args.save_total_limit = None  # rotate after the new checkpoint is marked complete, not before
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            run_dir = Path(self._get_output_dir(trial=trial))
+            folder = run_dir / f"checkpoint-{self.state.global_step}"
+            if self.args.should_save and self.rlpc_constraint is not None:
+                write_json(folder / CONSTRAINT_FILE, self.rlpc_constraint.state_dict())
+            self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
+            if self.args.should_save:
+                mark_complete(folder)  # last: only now does the folder count as a checkpoint
+                rotate(run_dir, limit)
+
+        def create_model_card(self, *args, **kwargs):
+            pass  # the run's own card (training.card) is written at the end
+
+    return RLPCGRPOTrainer
+
+
+def make_callbacks(out: Path):
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    log_path = out / LOG
+
+    class JsonlLog(TrainerCallback):
+        """One line per logging step: step, each reward's mean, total reward, KL, lambda (main process)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "reward" not in logs:
+                return
+            rewards = {k[len("rewards/"):-len("/mean")]: v for k, v in logs.items()
+                       if k.startswith("rewards/") and k.endswith("/mean")}
+            row = {"step": state.global_step, "epoch": logs.get("epoch"), "rewards": rewards,
+                   "reward": logs.get("reward"), "reward_std": logs.get("reward_std"), "kl": logs.get("kl"),
+                   "lambda": logs.get("constraint/lambda"), "fidelity_weight": logs.get("constraint/weight"),
+                   "observed": logs.get("constraint/observed"), "compression_ratio": logs.get("compression_ratio"),
+                   "completion_length": logs.get("completions/mean_length"), "loss": logs.get("loss"),
+                   "learning_rate": logs.get("learning_rate"), "time": round(time.time(), 1)}
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    class RewardProgress(ProgressCallback):
+        """trl's progress bar, with reward / KL / lambda as its postfix instead of a printed dict per step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or self.training_bar is None or not logs:
+                return
+            if "reward" in logs:
+                post = {"reward": f"{logs['reward']:.3f}"}
+                if logs.get("kl") is not None:
+                    post["kl"] = f"{logs['kl']:.4f}"
+                if logs.get("constraint/lambda") is not None:
+                    post["λ"] = f"{logs['constraint/lambda']:.3f}"
+                self.training_bar.set_postfix(post, refresh=False)
+            elif "train_runtime" in logs:
+                self.training_bar.write(f"train_runtime {logs['train_runtime']:.1f} s")
+
+    return JsonlLog(), RewardProgress()
+
+
+# ---------------------------------------------------------------- run folder
+
+def prepare_run(args: argparse.Namespace) -> tuple[Recipe, Optional[Path], Optional[Path]]:
+    """The recipe, the ``--init`` folder and the checkpoint to resume from (read-only: nothing is written)."""
+    out: Path = args.out
+    saved_recipe = out / "recipe.yaml"
+    run_info = json.loads((out / RUN_FILE).read_text()) if (out / RUN_FILE).is_file() else {}
+    if args.resume:
+        if args.recipe is None and not saved_recipe.is_file():
+            raise TrainingError(f"--resume: {str(out)!r} holds no run to resume (no recipe.yaml); start one with "
+                                "--recipe, or point --out at the folder of the killed run")
+        data = parse_yaml(saved_recipe.read_text()) if args.recipe is None else None
+        recipe = recipe_from_args(args, "grpo", data=data)
+        init = args.init or (Path(run_info["init"]) if run_info.get("init") else None)
+        resume_from = latest_complete(out)
+    else:
+        if checkpoints(out) or (out / LOG).is_file():
+            raise TrainingError(f"--out {str(out)!r} already holds a run (checkpoints or {LOG}); pass --resume to "
+                                "continue it, or choose a new --out")
+        if args.recipe is None:
+            raise TrainingError("no recipe given; pass --recipe NAME_OR_PATH (e.g. smollm2-cpu-gsm8k)")
+        recipe = recipe_from_args(args, "grpo")
+        init, resume_from = args.init, None
+    if recipe.policy.kind == "extractive":
+        raise TrainingError(EXTRACTIVE_MESSAGE)
+    return recipe, init, resume_from
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop log lines after the checkpoint being resumed (those steps are redone)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def grpo_config(recipe: Recipe, out: Path, weights: Sequence[float]) -> Any:
+    from trl import GRPOConfig
+
+    g = recipe.grpo
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    generation_batch = g.per_device_batch_size * world * g.gradient_accumulation_steps
+    if generation_batch % g.num_generations:
+        raise TrainingError(f"grpo.per_device_batch_size={g.per_device_batch_size} x {world} process(es) x "
+                            f"gradient_accumulation_steps={g.gradient_accumulation_steps} = {generation_batch} "
+                            f"completions per step, not a multiple of num_generations={g.num_generations}: every "
+                            "group needs all its completions; make per_device_batch_size a multiple of "
+                            f"{g.num_generations // math.gcd(g.num_generations, world * g.gradient_accumulation_steps)}")
+    return GRPOConfig(
+        output_dir=str(out), seed=recipe.seed, max_steps=g.steps, learning_rate=g.learning_rate,
+        lr_scheduler_type=g.lr_scheduler, warmup_steps=float(g.warmup_ratio), num_generations=g.num_generations,
+        per_device_train_batch_size=g.per_device_batch_size, gradient_accumulation_steps=g.gradient_accumulation_steps,
+        max_completion_length=g.max_completion_length, beta=g.beta, temperature=g.temperature, top_p=g.top_p,
+        save_strategy="steps", save_steps=g.save_steps, save_total_limit=g.save_total_limit,
+        logging_steps=g.logging_steps, use_cpu=g.use_cpu, bf16=g.bf16, fp16=False,
+        activation_checkpointing=g.gradient_checkpointing, reward_weights=list(weights), report_to="none",
+        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False, **g.trl_args,
+    )
+
+
+# ---------------------------------------------------------------- the run
+
+def check_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` runs ONE process (accelerate's simple launcher starts several
+    CPU processes only through mpirun, with --mpirun_hostfile): refuse instead of silently training on one."""
+    env = os.environ
+    if (env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and "WORLD_SIZE" not in env
+            and not any(k in env for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))):
+        raise TrainingError("accelerate launch --cpu --num_processes N started a single process (accelerate runs "
+                            "several CPU processes only through mpirun); use `accelerate launch --multi_gpu "
+                            "--num_processes N -m training.grpo ...` (torchrun; on a machine without GPUs the "
+                            "processes talk over gloo), or add --mpirun_hostfile")
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    from datasets import Dataset
+
+    check_launch()
+    recipe, init, resume_from = prepare_run(args)
+    out: Path = args.out
+    device = policy_device(recipe.grpo)
+
+    # Settings first (GRPOConfig starts the distributed state), then the run folder, main process first.
+    _, base_weights = _weights_only(recipe)
+    config = grpo_config(recipe, out, base_weights)
+    with config.main_process_first(desc="run folder"):
+        if is_main_process():
+            out.mkdir(parents=True, exist_ok=True)
+            removed = remove_incomplete(out)
+            for p in removed:
+                say(f"removed incomplete checkpoint {p.name} (killed while saving)")
+            if resume_from is not None:
+                _truncate_log(out / LOG, checkpoint_step(resume_from))
+                say(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
+            elif args.resume:
+                say("no complete checkpoint to resume from: starting at step 0")
+                (out / LOG).unlink(missing_ok=True)
+            # A folder with rlpc.json is a finished compressor; while this run trains, the folder is not one.
+            (out / "rlpc.json").unlink(missing_ok=True)
+            write_text(out / "recipe.yaml", recipe.to_yaml())
+            write_json(out / RUN_FILE, {"init": str(init) if init else None, "recipe": recipe.name,
+                                        "command": " ".join(sys.argv)})
+
+    examples = training_examples(recipe)
+    builder = PromptBuilder(recipe)
+    rows = grpo_rows(examples, builder)
+    dataset = Dataset.from_list(rows)
+    say(f"training rows: {len(rows)} from {recipe.data.dataset} {recipe.data.split} (seed {recipe.data_seed})")
+
+    funcs, weights, constraint = build_reward_funcs(recipe, device)
+    with config.main_process_first(desc="evaluator cache"):
+        precompute_original_side(funcs, rows)
+
+    model, tok = load_policy(recipe, init=init)
+    peft_config = None if init is not None else lora_config(recipe)
+    trainer_cls = make_trainer_class()
+    jsonl_log, progress = make_callbacks(out)
+    trainer = trainer_cls(model=model, reward_funcs=funcs, args=config, train_dataset=dataset,
+                          processing_class=tok, peft_config=peft_config, callbacks=[jsonl_log])
+    from transformers.trainer_callback import ProgressCallback
+
+    if trainer.pop_callback(ProgressCallback) is not None:  # the stock bar prints a dict per step: use ours
+        trainer.add_callback(progress)
+    if constraint is not None:
+        trainer.rlpc_constraint = constraint
+        index = constraint.index
+        constraint.bind(lambda w: trainer.reward_weights.__setitem__(index, w))
+        if resume_from is not None and (resume_from / CONSTRAINT_FILE).is_file():
+            constraint.load_state_dict(json.loads((resume_from / CONSTRAINT_FILE).read_text()))
+
+    started, start_step = time.time(), checkpoint_step(resume_from) if resume_from else 0
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - started
+    steps_run = trainer.state.global_step - start_step
+
+    trainer.save_model(str(out))  # the adapter (every distributed set-up handled by the Trainer)
+    if trainer.is_world_process_zero():
+        shutil.rmtree(out / "ref", ignore_errors=True)  # trl's frozen copy of the --init adapter: not part of the result
+        summary = _summary(recipe, init, trainer, examples, funcs, weights, constraint, seconds, steps_run, result)
+        write_json(out / SUMMARY, summary)
+        write_card(out, getattr(args, "eval_results", None))
+        save_compressor(out, recipe)  # rlpc.json last: its presence means the folder is complete
+        return summary
+    return {}
+
+
+def _weights_only(recipe: Recipe) -> tuple[list[str], list[float]]:
+    return [r.name for r in recipe.rewards], [r.weight for r in recipe.rewards]
+
+
+def _summary(recipe, init, trainer, examples, funcs, weights, constraint, seconds, steps_run, result) -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    from training.card import final_means, read_log
+
+    g = recipe.grpo
+    world = trainer.accelerator.num_processes
+    rewards = ", ".join(f"{getattr(f, '__name__', '?')} ({w:g})" for f, w in zip(funcs, weights))
+    c = recipe.constraint
+    constraint_text = (f"on `{c.reward}`: target {c.target}, eta {c.eta}, window {c.window}; final lambda "
+                       f"{constraint.lam:.3f} (weight {constraint.weight:.3f})" if constraint is not None else "off")
+    return {
+        "recipe_name": recipe.name, "base_model": recipe.policy.model, "dtype": recipe.policy.dtype,
+        "init": str(init) if init else None, "dataset": recipe.data.dataset, "split": recipe.data.split,
+        "train_rows": len(examples), "data_seed": recipe.data_seed, "seed": recipe.seed,
+        "target_rate": recipe.target_rate, "rewards": rewards, "constraint": constraint_text,
+        "steps": g.steps, "steps_done": trainer.state.global_step, "steps_this_session": steps_run,
+        "num_generations": g.num_generations,
+        "prompts_per_step": g.per_device_batch_size * world * g.gradient_accumulation_steps // g.num_generations,
+        "processes": world, "device": str(trainer.accelerator.device),
+        "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / steps_run, 3) if steps_run else None,
+        "final_means": final_means(read_log(Path(trainer.args.output_dir) / LOG)),
+        "lambda": constraint.lam if constraint is not None else None,
+        "versions": f"trl {trl.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+                    f"torch {torch.__version__}",
+        "command": " ".join(sys.argv),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.grpo", description=__doc__.split("\n\n")[0])
+    add_recipe_arguments(p)
+    p.add_argument("--init", type=Path, default=None,
+                   help="SFT output folder whose LoRA adapter GRPO continues (default: a fresh adapter)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest complete checkpoint (its recipe.yaml unless "
+                        "--recipe is given)")
+    p.add_argument("--eval-results", type=Path, default=None,
+                   help="metrics.json of python -m training.evaluate to put in the model card")
+    args = p.parse_args(argv)
+    quiet_libraries()
+    try:
+        summary = train(args)
+    except (RecipeError, TrainingError, DataError) as err:  # each names the value, the rule and the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if summary:
+        say(f"wrote {args.out}: {summary['steps_done']} steps, {summary['seconds_per_step']} s/step; "
+            f"Compressor.from_pretrained({str(args.out)!r}) loads it")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
