@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 def _require(ok: bool, message: str) -> None:
@@ -41,6 +41,16 @@ def check_rate(rate: Any) -> float:
 def check_target_tokens(target_tokens: Any) -> int:
     _integer("target_tokens", target_tokens, 1, fix="pass the number of tokens the compressed prompt may use, e.g. 200")
     return int(target_tokens)
+
+
+def check_texts(name: str, texts: Any) -> list[str]:
+    """A list of strings, or a TypeError naming the argument and the offending item."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}; wrap a single text in a list")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
+    return list(texts)
 
 
 def check_budget(rate: Any, target_tokens: Any) -> None:

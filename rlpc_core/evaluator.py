@@ -33,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from .config import check_texts
 from .models import EMBEDDED, cache_dir, load_causal_lm, resolve
 
 log = logging.getLogger(__name__)
@@ -423,7 +424,7 @@ class Evaluator:
         return [text for text, _ in self._generate(prompts, max_new_tokens)]
 
     def _generate(self, prompts: Sequence[str], max_new_tokens: Optional[int]) -> list[tuple[str, bool]]:
-        prompts = _check_texts("prompts", prompts)
+        prompts = check_texts("prompts", prompts)
         n = self.max_new_tokens if max_new_tokens is None else _positive_int("max_new_tokens", max_new_tokens)
         keys = [cache_key(self.model_key, "gen", n, p) for p in prompts]
         return self._cached(keys, prompts, lambda batch: self._generate_batch(batch, n), len)
@@ -445,7 +446,7 @@ class Evaluator:
     def answer(self, task: str, texts: Sequence[str], questions: Optional[Sequence[str]] = None) -> list[EvalAnswer]:
         """Ask the evaluator ``task`` about each text (and question, for qa) and extract its answers."""
         t = get_task(task)
-        texts = _check_texts("texts", texts)
+        texts = check_texts("texts", texts)
         if questions is None:
             questions = [None] * len(texts)
         elif len(questions) != len(texts):
@@ -460,8 +461,8 @@ class Evaluator:
         One forward pass per batch; prompt and padding tokens are masked, so only the target's tokens count.
         A per-token mean (not a sum) keeps targets of different lengths comparable.
         """
-        prompts = _check_texts("prompts", prompts)
-        targets = _check_texts("targets", targets)
+        prompts = check_texts("prompts", prompts)
+        targets = check_texts("targets", targets)
         if len(prompts) != len(targets):
             raise ValueError(f"prompts has {len(prompts)} items but targets has {len(targets)}: "
                              "pass one target per prompt")
@@ -500,13 +501,6 @@ class Evaluator:
         return [float(v) for v in means.cpu()]
 
 
-def _check_texts(name: str, texts: Any) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}; wrap a single text in a list")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-    return list(texts)
 
 
 __all__ = ["CACHE_VERSION", "DEFAULT_EVALUATOR", "EvalAnswer", "EvalCache", "Evaluator", "REFERENCE_EVALUATOR",

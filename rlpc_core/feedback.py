@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .config import check_texts
 from .models import EMBEDDED, load_sentence_embedder, resolve
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class FeedbackModel:
 
         An empty compressed text scores 0.0 (it kept nothing), or 1.0 when the original is empty too.
         """
-        originals, compresseds = _texts("originals", originals), _texts("compresseds", compresseds)
+        originals, compresseds = check_texts("originals", originals), check_texts("compresseds", compresseds)
         if len(originals) != len(compresseds):
             raise ValueError(f"originals has {len(originals)} items but compresseds has {len(compresseds)}: "
                              "pass one compressed text per original")
@@ -186,13 +187,6 @@ class FeedbackModel:
         return np.clip((a * b).sum(axis=1).astype(np.float64), 0.0, 1.0)
 
 
-def _texts(name: str, texts: Any) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of str, got {type(texts).__name__}; wrap a single text in a list")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(t).__name__}")
-    return list(texts)
 
 
 # ---------------------------------------------------------------- calibration against evaluator agreement
