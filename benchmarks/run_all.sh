@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Regenerates the committed benchmark results (issue 5): peers side by side with the graph policy on held-out
-# rows, then the README's results section. About an hour on 2 CPU cores; each dataset is its own process.
+# rows, then the README's results section. About an hour and a half on 2 CPU cores.
 #   bash benchmarks/run_all.sh [gsm8k|squad|nq ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 PY=.venv/bin/python
 METHODS=graph,llmlingua,llmlingua2-arch,selective-context,random,truncate,none
-run() {  # dataset, rates, gen-limit
+run() {  # dataset, rates, gen-limit [, ll-limit]
   $PY -m training.evaluate --dataset "$1" --methods "$METHODS" --rate "$2" --limit 200 \
-    --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$3" --threads 1 --seed 0 \
+    --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$3" ${4:+--ll-limit "$4"} --threads 1 --seed 0 \
     --quiet --out "benchmarks/results/$1"
 }
 datasets=("$@")
@@ -17,7 +17,7 @@ datasets=("$@")
 for ds in "${datasets[@]}"; do
   case "$ds" in
     gsm8k) run gsm8k 0.5 8 ;;        # 256-token generations: ~10 s each on one core, so a small labelled sample
-    squad) run squad 0.33,0.5 16 ;;
+    squad) run squad 0.33,0.5 16 48 ;;   # likelihood on a 48-row sample: 11 distinct texts a row
     # nq: evaluator-free (answer-span survival, fidelity, latency) to fit a 2-core session; llmlingua2-arch is
     # latency-only and measured on squad and gsm8k
     nq) METHODS=${METHODS/llmlingua2-arch,/} EVALUATOR=none run nq 0.33,0.5 16 ;;

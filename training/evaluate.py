@@ -281,8 +281,9 @@ def _chunks(items: Sequence[Any], size: int):
 
 
 def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *, spec: str, gen_limit: int,
-                  batch_size: int, qa_max_new_tokens: int, math_max_new_tokens: int, cache: bool, tqdm) -> dict[str, Any]:
-    """Add generation (sample) and likelihood (all rows) figures to ``records``; returns what was run."""
+                  batch_size: int, qa_max_new_tokens: int, math_max_new_tokens: int, cache: bool, tqdm,
+                  ll_limit: Optional[int] = None) -> dict[str, Any]:
+    """Add generation (first ``gen_limit`` rows) and likelihood (first ``ll_limit`` rows, default all) figures."""
     from rlpc_core.evaluator import Evaluator, answers_match, build_prompt, parse_number, qa_em, qa_f1
 
     task = examples[0].task
@@ -332,12 +333,15 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
             return clean_solution(e.solution) if e.solution else (e.answers[0] if e.answers else None)
         return e.answers[0] if e.answers else None
 
+    ll_examples = examples[:ll_limit] if ll_limit is not None else examples
+    ll_ids = {e.id for e in ll_examples}
+    ll_records = [r for r in meaningful if r["id"] in ll_ids]
     pairs: dict[tuple[str, str], None] = {}
-    for e in examples:
+    for e in ll_examples:
         t = target(e)
         if t:
             pairs[(build_prompt(task, e.text, e.question if task == "qa" else None), t)] = None
-    for r in meaningful:
+    for r in ll_records:
         e = by_id[r["id"]]
         t = target(e)
         if t:
@@ -350,7 +354,7 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
             ll.update(zip(chunk, ev.loglikelihood([p for p, _ in chunk], [t for _, t in chunk])))
             bar.update(len(chunk))
     ll_seconds = time.perf_counter() - t0
-    for r in meaningful:
+    for r in ll_records:
         e = by_id[r["id"]]
         t = target(e)
         if not t:
@@ -360,6 +364,7 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
         r["ll_compressed"] = ll[(build_prompt(task, r["text"], q), t)]
         r["ll_delta"] = r["ll_compressed"] - r["ll_original"]
     return {"model": spec, "model_key": ev.model_key, "gen_rows": min(gen_limit, len(examples)),
+            "likelihood_rows": len(ll_examples),
             "max_new_tokens": ev.max_new_tokens, "batch_size": batch_size, "distinct_generations": len(keys),
             "distinct_likelihoods": len(plist), "generation_seconds": gen_seconds, "likelihood_seconds": ll_seconds,
             "likelihood_target": "gold solution without <<calculator>> annotations" if task == "math" else "first gold answer"}
@@ -627,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluator model spec (embedded alias, folder, hub id) or 'none' (default smollm2-135m-instruct)")
     p.add_argument("--gen-limit", type=int, default=24,
                    help="generation-based metrics on the first M rows only (a labelled sample; default 24)")
+    p.add_argument("--ll-limit", type=int, default=None,
+                   help="answer-likelihood on the first N rows only (default: every row); one forward pass per "
+                        "distinct text, so this bounds the evaluator's cost on long runs")
     p.add_argument("--feedback", default=None,
                    help="feedback model spec, or 'none' (default: rlpc's default cross-encoder, falling back to the "
                         "embedded MiniLM bi-encoder where it cannot be had)")
@@ -685,7 +693,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                                             out=out, bar=bar)
     evaluator_info: dict[str, Any] = {"model": None}
     if args.evaluator.lower() != NONE:
-        evaluator_info = run_evaluator(records, examples, spec=args.evaluator, gen_limit=args.gen_limit,
+        evaluator_info = run_evaluator(records, examples, spec=args.evaluator, gen_limit=args.gen_limit, ll_limit=args.ll_limit,
                                        batch_size=args.batch_size, qa_max_new_tokens=args.qa_max_new_tokens,
                                        math_max_new_tokens=args.math_max_new_tokens, cache=not args.no_eval_cache,
                                        tqdm=tqdm)
@@ -700,7 +708,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "config": {"command": "python -m training.evaluate " + " ".join(shlex.quote(a) for a in argv),
                    "dataset": args.dataset, "split": args.split, "methods": [m.label for m in methods],
                    "method_specs": {m.label: m.spec for m in methods}, "rates": rates, "limit": args.limit,
-                   "gen_limit": args.gen_limit, "tokenizer": tokenizer, "threads": args.threads, "seed": args.seed,
+                   "gen_limit": args.gen_limit, "ll_limit": args.ll_limit, "tokenizer": tokenizer, "threads": args.threads, "seed": args.seed,
                    "bootstrap_resamples": BOOTSTRAP},
         "seed": args.seed,
         "versions": _versions(),
@@ -740,6 +748,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit} must be at least 1")
+    if args.ll_limit is not None and args.ll_limit < 1:
+        parser.error(f"--ll-limit {args.ll_limit} must be 1 or more (omit it for every row)")
     if args.gen_limit < 0:
         parser.error(f"--gen-limit {args.gen_limit} must be 0 or more")
     if args.threads < 1:

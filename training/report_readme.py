@@ -199,7 +199,9 @@ def render_report(metrics: Mapping[str, Any]) -> str:
             lines.append("- generation-based columns are empty: `--gen-limit 0`.")
         lines.append("- **likelihood Δ**: the evaluator's mean log-probability per token of the reference answer "
                      "(GSM8K: the worked solution; QA: the first gold answer) given the compressed prompt, minus "
-                     "given the original (0 = no loss; more negative = more harm); all rows, one forward pass each.")
+                     "given the original (0 = no loss; more negative = more harm); one forward pass each, on "
+                     + (f"a **sample: the first {ev['likelihood_rows']} rows**." if ev.get("likelihood_rows") and
+                        ev["likelihood_rows"] < ds.get("rows", 10 ** 9) else "all rows."))
     elif ev.get("skipped"):
         lines.append(f"- evaluator columns are empty: {ev['skipped']}.")
     else:
