@@ -18,9 +18,8 @@ for ds in "${datasets[@]}"; do
   case "$ds" in
     gsm8k) run gsm8k 0.5 8 ;;        # 256-token generations: ~10 s each on one core, so a small labelled sample
     squad) run squad 0.33,0.5 16 48 ;;   # likelihood on a 48-row sample: 11 distinct texts a row
-    # nq: evaluator-free (answer-span survival, fidelity, latency) to fit a 2-core session; llmlingua2-arch is
-    # latency-only and measured on squad and gsm8k
-    nq) METHODS=${METHODS/llmlingua2-arch,/} EVALUATOR=none run nq 0.33,0.5 16 ;;
+    # nq: llmlingua2-arch is latency-only and already measured on squad and gsm8k
+    nq) METHODS=${METHODS/llmlingua2-arch,/} run nq 0.33,0.5 12 ;;
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
 done
