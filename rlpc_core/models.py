@@ -178,7 +178,8 @@ def build_atomically(final: Path, build: Callable[[Path], None]) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the ``with`` block: one builder at a time."""
     # flock locks an open file description, so it serialises both processes and threads of one process.
     # Imported here because fcntl is POSIX-only: elsewhere the module still imports, and pulls go unlocked.
     try:
@@ -300,7 +301,7 @@ def pull(alias: str, *, quiet: bool = False) -> Path:
     if m.sha256 is None:
         raise ModelError(f"embedded model {alias!r} has no pinned sha256 yet, so it cannot be verified; "
                          "pass a local folder or a Hugging Face id instead")
-    with _file_lock(cache_dir() / "models" / f".{alias}.lock"):
+    with file_lock(cache_dir() / "models" / f".{alias}.lock"):
         if (final / MARKER).is_file():  # another process finished while we waited
             return final
         # Holding the lock, any temp folder of this alias is the remains of a killed pull: reclaim the space.

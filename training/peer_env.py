@@ -18,7 +18,6 @@ embedded SmolLM2 for LLMLingua-1, a randomly initialised BERT of LLMLingua-2's s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -27,9 +26,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from rlpc_core.models import build_atomically, cache_dir
+from rlpc_core.models import build_atomically, cache_dir, file_lock
 
 ENV_NAME = "llmlingua"
 TORCH_REQUIREMENT = "torch==2.13.0"
@@ -72,20 +71,6 @@ def is_ready(env: Optional[Path] = None) -> bool:
     return env_python(env).is_file() and stamp.is_file() and stamp.read_text().strip() == _wanted_stamp()
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: builds go unlocked
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -111,7 +96,7 @@ def ensure_env(*, quiet: bool = False) -> Path:
     env = env_dir()
     if is_ready(env):
         return env
-    with _lock(env.parent / f".{ENV_NAME}.lock"):
+    with file_lock(env.parent / f".{ENV_NAME}.lock"):
         if is_ready(env):  # another process built it while we waited
             return env
         start = time.perf_counter()
@@ -216,7 +201,7 @@ def bert_arch_folder(env: Optional[Path] = None, *, quiet: bool = False) -> Path
             raise PeerEnvError(f"building the random BERT for llmlingua2-arch failed: {proc.stderr.strip()[-1500:]}")
 
     _say(f"writing a randomly initialised bert-base-multilingual-cased-shaped model to {final} (once)", quiet)
-    with _lock(final.parent / f".{BERT_ARCH_FOLDER}.lock"):
+    with file_lock(final.parent / f".{BERT_ARCH_FOLDER}.lock"):
         if not (final / "config.json").is_file():
             build_atomically(final, build)
     return final
