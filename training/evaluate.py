@@ -49,7 +49,6 @@ from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
 
 NONE = "none"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: not text a model should be asked to predict
 SCALING_BINS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, None))
 BOOTSTRAP = 1000
 
@@ -81,11 +80,6 @@ def answer_survives(compressed: str, answers: Sequence[str]) -> bool:
 def is_subsequence(small: Sequence[str], big: Sequence[str]) -> bool:
     it = iter(big)
     return all(any(w == b for b in it) for w in small)
-
-
-def clean_solution(solution: str) -> str:
-    """A GSM8K solution without its ``<<a*b=c>>`` calculator annotations."""
-    return _CALC.sub("", solution)
 
 
 def bootstrap_ci(values: Sequence[float], seed: int, n: int = BOOTSTRAP) -> Optional[dict[str, Any]]:
@@ -285,6 +279,7 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
                   ll_limit: Optional[int] = None) -> dict[str, Any]:
     """Add generation (first ``gen_limit`` rows) and likelihood (first ``ll_limit`` rows, default all) figures."""
     from rlpc_core.evaluator import Evaluator, answers_match, build_prompt, parse_number, qa_em, qa_f1
+    from rlpc_core.rewards import gold_target
 
     task = examples[0].task
     if task not in ("math", "qa"):
@@ -329,9 +324,10 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
 
     # -- likelihood of the reference answer on every row: originals once, each distinct compressed text once
     def target(e: Example) -> Optional[str]:
-        if task == "math":
-            return clean_solution(e.solution) if e.solution else (e.answers[0] if e.answers else None)
-        return e.answers[0] if e.answers else None
+        # the same reference the answer_likelihood reward trains on (GSM8K: solution without calculator notes)
+        if task == "math" and e.solution:
+            return gold_target("math", e.solution)
+        return gold_target("qa", list(e.answers))  # the first non-empty gold answer
 
     ll_examples = examples[:ll_limit] if ll_limit is not None else examples
     ll_ids = {e.id for e in ll_examples}
