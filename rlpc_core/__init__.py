@@ -5,7 +5,7 @@ torch or network is touched until a compressor is first used.
 """
 
 from .compressor import Compressor, select_words
-from .config import CompressorConfig, GenerativeConfig, GraphConfig, check_budget, check_rate, check_target_tokens
+from .config import CompressorConfig, ExtractiveConfig, GenerativeConfig, GraphConfig, check_budget, check_rate, check_target_tokens
 from .graph import GraphScores, score_words
 from .policies import policy_names, register_policy
 from .policies.generative import clean_rewrite, policy_messages
@@ -19,6 +19,7 @@ __all__ = [
     "Compressor",
     "CompressionResult",
     "CompressorConfig",
+    "ExtractiveConfig",
     "GenerativeConfig",
     "GraphConfig",
     "GraphScores",

@@ -153,6 +153,40 @@ class GenerativeConfig:
             raise ValueError(f"dtype={self.dtype!r} must be float32, bfloat16 or float16")
 
 
+QUANTIZE_MODES = ("none", "int8")
+
+
+@dataclass(frozen=True)
+class ExtractiveConfig:
+    """The extractive MiniLM policy (``policy="extractive"``): a token classifier that scores words keep/drop."""
+
+    #: Trained head + adapter: ``embedded`` (the weights shipped in the package) or a folder holding
+    #: ``extractive.json`` and ``extractive.safetensors``. A checkpoint's own weights take precedence.
+    weights: str = "embedded"
+    #: Encoder window in word pieces (question + chunk). MiniLM's positions stop at 512; longer texts are chunked.
+    max_length: int = 512
+    #: Word pieces of the question kept in every chunk's window; the rest of the window holds the text.
+    query_max_tokens: int = 64
+    #: Chunks per forward pass: larger batches amortise the per-call overhead, smaller ones bound memory.
+    batch_size: int = 8
+    #: ``int8``: dynamic int8 quantization of the encoder's linear layers (faster on CPUs, same selections in
+    #: the benchmark); ``none``: fp32 weights.
+    quantize: str = "int8"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ValueError(f"weights={self.weights!r} must be 'embedded' or a folder of trained extractive weights")
+        _integer("max_length", self.max_length, 64, fix="use a window of at most 512 word pieces, e.g. 512")
+        _require(self.max_length <= 512, f"max_length={self.max_length!r} exceeds MiniLM's 512 positions; use 512 "
+                 "or less (longer texts are chunked)")
+        _integer("query_max_tokens", self.query_max_tokens, 0, fix="use e.g. 64")
+        _require(self.query_max_tokens <= self.max_length // 2, f"query_max_tokens={self.query_max_tokens!r} must "
+                 f"leave at least half of max_length={self.max_length} to the text; use e.g. 64")
+        _integer("batch_size", self.batch_size, 1, fix="use e.g. 8")
+        if self.quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize={self.quantize!r} must be one of {', '.join(QUANTIZE_MODES)}")
+
+
 @dataclass(frozen=True)
 class CompressorConfig:
     """Settings of a :class:`rlpc_core.Compressor`; the same object is saved with a checkpoint."""
@@ -172,6 +206,8 @@ class CompressorConfig:
     graph: GraphConfig = field(default_factory=GraphConfig)
     #: Settings of the rewriting policy (used when ``policy="generative"``).
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    #: Settings of the extractive MiniLM policy (used when ``policy="extractive"``).
+    extractive: ExtractiveConfig = field(default_factory=ExtractiveConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -184,7 +220,7 @@ class CompressorConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a {kind.__name__}; build one with {kind.__name__}(...)")
 
     def replace(self, **changes: Any) -> "CompressorConfig":
-        """A copy with some fields changed; a section (``graph``, ``generative``) may be given as a dict of changes."""
+        """A copy with some fields changed; a section (``graph``, ``generative``, ``extractive``) may be given as a dict of changes."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             valid = ", ".join(f.name for f in dataclasses.fields(self))
@@ -210,7 +246,7 @@ class CompressorConfig:
 
 
 #: The nested sections of CompressorConfig, each its own frozen dataclass.
-_SECTIONS = {"graph": GraphConfig, "generative": GenerativeConfig}
+_SECTIONS = {"graph": GraphConfig, "generative": GenerativeConfig, "extractive": ExtractiveConfig}
 
 
 def _replace_section(section: Any, changes: Mapping[str, Any], name: str) -> Any:

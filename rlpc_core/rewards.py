@@ -413,6 +413,66 @@ def answer_likelihood_reward(*, evaluator: EvaluatorSpec = DEFAULT_EVALUATOR, ta
     return _named(reward, "answer_likelihood", answer_likelihood_reward, evaluator=ev, task=task)
 
 
+# ---------------------------------------------------------------- answer span (qa, evaluator-free)
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def answer_survives(compressed: str, answers: Sequence[str]) -> bool:
+    """Whether any gold answer appears in ``compressed`` (case- and whitespace-insensitive): the harness's
+    answer-span survival, so the reward trains on exactly what the benchmark reports."""
+    hay = _squash(compressed)
+    return any(_squash(a) and _squash(a) in hay for a in answers)
+
+
+def answer_span_score(compressed: str, answers: Sequence[str], partial: float = 0.5) -> float:
+    """1.0 when a gold answer survives whole; else ``partial`` times the best share of an answer's words kept.
+
+    The partial credit makes the signal dense (keeping "Seine" of "the Seine river" beats keeping nothing) while
+    whole survival stays worth the most.
+
+    >>> answer_span_score("The river Seine flows", ["the Seine river"]), answer_span_score("Paris.", ["Paris"])
+    (0.5, 1.0)
+    """
+    if answer_survives(compressed, answers):
+        return 1.0
+    kept = {normalize(w) for w in compressed.split()}
+    best = 0.0
+    for a in answers:
+        words = [normalize(w) for w in a.split() if normalize(w)]
+        if words:
+            best = max(best, sum(w in kept for w in words) / len(words))
+    return partial * best
+
+
+@register_reward("answer_span")
+def answer_span_reward(*, partial: float = 0.5) -> RewardFunc:
+    """Does the gold answer survive in the compressed context (qa rows; math rows score ``None``)?
+
+    :func:`answer_span_score`: 1.0 for a whole surviving answer, else ``partial`` x the share of its words kept.
+    Evaluator-free and instant: the direct form of the harness's answer-span survival. Needs ``answer`` (a string
+    or a list of acceptable strings) and ``task`` (rows of task ``math`` score ``None``; default ``qa``).
+
+    >>> fn = answer_span_reward()
+    >>> fn(prompts=["p"] * 2, completions=["Paris is the capital", "capital of France"], answer=[["Paris"]] * 2)
+    [1.0, 0.0]
+    """
+    partial = _weight_in_unit("partial", partial)
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+        texts = _texts(completions)
+        golds = _column(kwargs, "answer", len(texts), "answer_span")
+        tasks = _tasks(kwargs, "qa", len(texts))
+        out: list[Optional[float]] = []
+        for text, gold, task in zip(texts, golds, tasks):
+            answers = [gold] if isinstance(gold, str) else [g for g in (gold or []) if isinstance(g, str)]
+            out.append(None if task != "qa" or not answers else answer_span_score(text, answers, partial))
+        return out
+
+    return _named(reward, "answer_span", answer_span_reward, partial=partial)
+
+
 # ---------------------------------------------------------------- protected coverage
 
 def _number_lemmas(text: str, digits_only: bool = False) -> set[str]:

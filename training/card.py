@@ -141,9 +141,9 @@ def eval_markdown(metrics_path: Path) -> str:
     lines = [f"Measured by `python -m training.evaluate` ({metrics_path}); dataset "
              f"`{dataset.get('name', dataset.get('spec', '?'))}`, split `{dataset.get('split', '?')}`, "
              f"{dataset.get('rows', dataset.get('n', '?'))} rows never used in training.", "",
-             "| method | rate | rows | ratio | all numbers kept | likelihood Δ | fidelity | agreement (sample) | "
-             "accuracy orig → comp (sample) | fallbacks | ms / 1k tokens (p50) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | rate | rows | ratio | all numbers kept | answer survival | likelihood Δ | fidelity | "
+             "agreement (sample) | accuracy orig → comp (sample) | fallbacks | ms / 1k tokens (p50) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for a in metrics.get("aggregates", []):
         gen = a.get("generation") or {}
         acc = "–"
@@ -152,7 +152,8 @@ def eval_markdown(metrics_path: Path) -> str:
         agreement = f"{_fmt(gen.get('agreement'), 2)} (n={gen['n']})" if gen else "–"
         latency = (a.get("latency_ms_per_1k") or {}).get("p50")
         lines.append(f"| {a.get('method')} | {a.get('rate')} | {a.get('n')} | {_fmt(a.get('ratio_mean'))} | "
-                     f"{_fmt(a.get('all_numbers_kept'))} | {_fmt(a.get('likelihood_delta'))} | "
+                     f"{_fmt(a.get('all_numbers_kept'))} | {_fmt(a.get('answer_survival'))} | "
+                     f"{_fmt(a.get('likelihood_delta'))} | "
                      f"{_fmt(a.get('fidelity'))} | {agreement} | {acc} | {a.get('fallbacks', '–')} | "
                      f"{_fmt(latency, 0)} |")
     return "\n".join(lines)
@@ -175,27 +176,11 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any], eval_pa
                     "quality claim. Measure on held-out GSM8K test questions, then regenerate this card:\n\n"
                     "```bash\n"
                     f"python -m training.evaluate --dataset gsm8k --split test --methods graph,{run_dir},none "
-                    f"--rate {summary.get('target_rate', 0.5)} --limit 200 --out {run_dir}/eval\n"
+                    f"--rate {_rates(summary.get('target_rate', 0.5))} --limit 200 --out {run_dir}/eval\n"
                     f"python -m training.card {run_dir}\n```")
     s = summary
     init = s.get("init") or "none (a fresh LoRA adapter)"
-    return f"""---
-library_name: peft
-base_model: {s.get('base_model')}
-tags: [rlpc, prompt-compression, grpo, trl, lora]
----
-
-# rlpc generative compressor: {s.get('recipe_name')}
-
-A LoRA adapter over `{s.get('base_model')}` that rewrites a prompt to about {s.get('target_rate')} of its tokens,
-trained with trl's GRPOTrainer (`python -m training.grpo`). Load it through the one inference entry point:
-
-```python
-from rlpc_core import Compressor
-compressor = Compressor.from_pretrained("{run_dir}")
-result = compressor.compress(prompt, rate={s.get('target_rate')})  # falls back to the graph policy, and says so,
-                                                                 # when a rewrite drops or invents a number
-```
+    return f"""{_header(run_dir, s)}
 
 ## Training
 
@@ -228,6 +213,55 @@ Reward means (training questions; `rewards/*` are the raw per-reward means trl l
 
 ```yaml
 {recipe_yaml.rstrip()}
+```
+"""
+
+
+def _rates(rate: Any) -> str:
+    return ",".join(str(r) for r in rate) if isinstance(rate, (list, tuple)) else str(rate)
+
+
+def _header(run_dir: Path, s: dict[str, Any]) -> str:
+    """Front matter, title and how to load: what differs between the two policy kinds."""
+    if s.get("policy_kind") == "extractive":
+        rates = s.get("target_rate")
+        return f"""---
+library_name: rlpc
+base_model: {s.get('base_model')}
+tags: [rlpc, prompt-compression, grpo, token-classification, lora]
+---
+
+# rlpc extractive compressor: {s.get('recipe_name')}
+
+A LoRA adapter and a keep/drop head over `{s.get('base_model')}` that score every word of a prompt (the
+question beside it, the importance graph's features with it) in one forward pass; the compressor keeps the
+best-scoring words within the budget and every protected word, so the output is an order-preserving subsequence
+of the input: nothing is invented. Trained with group-relative policy gradients (`python -m training.grpo`,
+`training/extractive.py`) at rates {rates}. Weights: `extractive.safetensors` (adapter + head only; the base
+is the embedded MiniLM). Load it through the one inference entry point:
+
+```python
+from rlpc_core import Compressor
+compressor = Compressor.from_pretrained("{run_dir}")
+result = compressor.compress(context, rate=0.5, query=question)
+```
+"""
+    return f"""---
+library_name: peft
+base_model: {s.get('base_model')}
+tags: [rlpc, prompt-compression, grpo, trl, lora]
+---
+
+# rlpc generative compressor: {s.get('recipe_name')}
+
+A LoRA adapter over `{s.get('base_model')}` that rewrites a prompt to about {s.get('target_rate')} of its tokens,
+trained with trl's GRPOTrainer (`python -m training.grpo`). Load it through the one inference entry point:
+
+```python
+from rlpc_core import Compressor
+compressor = Compressor.from_pretrained("{run_dir}")
+result = compressor.compress(prompt, rate={s.get('target_rate')})  # falls back to the graph policy, and says so,
+                                                                 # when a rewrite drops or invents a number
 ```
 """
 

@@ -60,12 +60,19 @@ class PromptBuilder:
 # ---------------------------------------------------------------- data
 
 def training_examples(recipe: Recipe, limit: Optional[int] = None) -> list[Any]:
-    """The recipe's training rows (:class:`training.data.Example`), shuffled with the data seed."""
+    """The recipe's training rows (:class:`training.data.Example`), shuffled with the data seed; with several
+    datasets (``gsm8k+squad``), up to ``limit`` rows of each, shuffled together."""
+    import random
+
     from training.data import load
 
     d = recipe.data
-    rows = load(d.dataset, split=d.split, limit=limit if limit is not None else d.limit, seed=recipe.data_seed,
-                data_dir=d.data_dir)
+    rows = []
+    for name in d.datasets:
+        rows += load(name, split=d.split, limit=limit if limit is not None else d.limit, seed=recipe.data_seed,
+                     data_dir=d.data_dir)
+    if len(d.datasets) > 1:
+        random.Random(recipe.data_seed).shuffle(rows)
     bad = sorted({r.task for r in rows} - set(TRAINABLE_TASKS))
     if bad:
         raise TrainingError(f"data.dataset={d.dataset!r} has rows of task {bad}, which have no gold answer to train "
@@ -143,9 +150,13 @@ def check_init(init: Path, recipe: Recipe) -> None:
 
 
 def save_compressor(out: Path, recipe: Recipe) -> Path:
-    """Write ``rlpc.json`` so ``Compressor.from_pretrained(out)`` loads base + the adapter saved in ``out``."""
+    """Write ``rlpc.json`` so ``Compressor.from_pretrained(out)`` loads the policy saved in ``out`` (base + the
+    LoRA adapter for the generative policy; the adapter and head for the extractive one)."""
     from rlpc_core import Compressor
 
+    if recipe.policy.kind == "extractive":
+        return Compressor(policy="extractive", rate=recipe.target_rate, tokenizer=BUDGET_TOKENIZER,
+                          checkpoint=str(out)).save_pretrained(out)
     return Compressor(policy="generative", rate=recipe.target_rate, tokenizer=BUDGET_TOKENIZER,
                       generative=recipe.policy.generative_config()).save_pretrained(out)
 

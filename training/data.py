@@ -4,7 +4,9 @@ A dataset spec is one of
 
 * a name: ``gsm8k`` (GSM8K, split ``test`` by default), ``squad`` (the SQuAD v2 dev subset, answerable questions
   only), ``nq`` (NQ-open with its gold passage), ``qmsum`` (QMSum test meetings with their specific queries), read
-  from the shared data folder (``--data-dir``, default ``../shared/data`` beside the repository);
+  from the shared data folder (``--data-dir``, default ``../shared/data`` beside the repository). SQuAD and NQ
+  also have ``train`` and ``heldout`` partitions (:func:`partition_of`): disjoint, for training on QA and
+  reporting on rows never trained on;
 * a path to a JSONL file: rows in one of those four formats are recognised by their fields; any other file
   names its fields (``text_field``, ``question_field``, ``answer_field``);
 * ``hf:ORG/NAME[:CONFIG]`` for users with the Hugging Face hub (``datasets.load_dataset``, imported only then),
@@ -21,6 +23,7 @@ of a run, and every run with the same seed, sees the same rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -34,12 +37,37 @@ TASKS = ("math", "qa", "summary")
 NAMED: Mapping[str, dict[str, Any]] = {
     "gsm8k": {"files": {"test": "gsm8k/test.jsonl", "train": "gsm8k/train.jsonl"}, "default_split": "test",
               "format": "gsm8k", "hub": ("openai/gsm8k", "main")},
-    "squad": {"files": {"validation": "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl"},
+    "squad": {"files": {s: "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl" for s in ("validation", "train", "heldout")},
               "default_split": "validation", "format": "squad", "hub": ("rajpurkar/squad_v2", None)},
-    "nq": {"files": {"test": "nq_open_oracle/nq_open_oracle_first500.jsonl"}, "default_split": "test",
-           "format": "nq", "hub": None},
+    "nq": {"files": {s: "nq_open_oracle/nq_open_oracle_first500.jsonl" for s in ("test", "train", "heldout")},
+           "default_split": "test", "format": "nq", "hub": None},
     "qmsum": {"files": {"test": "qmsum/test.jsonl"}, "default_split": "test", "format": "qmsum", "hub": None},
 }
+
+
+#: SQuAD articles whose questions form the ``train`` partition of the shared dev subset (the other three articles
+#: are ``heldout``): split by article, so no held-out passage, and no passage on the same topic, is trained on.
+SQUAD_TRAIN_ARTICLES = frozenset({"Computational_complexity_theory", "Southern_California"})
+
+
+def nq_partition(title: str) -> str:
+    """``train`` for about 2 in 5 NQ rows, ``heldout`` for the rest, by a stable hash of the gold passage's title
+    (by passage, not question: two questions on one passage land on the same side)."""
+    return "train" if hashlib.sha256(title.strip().encode("utf-8")).digest()[0] % 5 < 2 else "heldout"
+
+
+def partition_of(fmt: str, row: Mapping[str, Any]) -> Optional[str]:
+    """Which partition (``train`` / ``heldout``) of the shared QA files a raw row belongs to.
+
+    The shared SQuAD and NQ files are evaluation sets without a train split; training a compressor on QA needs
+    rows it will never be measured on. ``validation`` / ``test`` (every row) stay what the first benchmarks used.
+    """
+    if fmt == "squad":
+        return "train" if row.get("title") in SQUAD_TRAIN_ARTICLES else "heldout"
+    if fmt == "nq":
+        ctxs = row.get("ctxs") or [{}]
+        return nq_partition(str(ctxs[0].get("title") or row.get("question", "")))
+    return None
 
 
 @dataclass(frozen=True)
@@ -251,6 +279,9 @@ def load(
                             f"{hint}")
         rows: Iterable[Mapping[str, Any]] = _read_jsonl(path)
         fmt, label = info["format"], f"{spec}-{split}"
+        if split in ("train", "heldout") and fmt in ("squad", "nq"):
+            part = split
+            rows = (r for r in rows if partition_of(fmt, r) == part)
     elif spec.startswith("hf:"):
         rows, split = _hub_rows(spec, split)
         label = spec[3:].replace("/", "-").replace(":", "-") + f"-{split}"
@@ -307,5 +338,6 @@ def qmsum(**kwargs: Any) -> list[Example]:
     return load("qmsum", **kwargs)
 
 
-__all__ = ["CONVERTERS", "DataError", "Example", "NAMED", "TASKS", "default_data_dir", "detect_format",
-           "gsm8k", "gsm8k_answer", "load", "nq", "qmsum", "qmsum_transcript", "squad"]
+__all__ = ["CONVERTERS", "DataError", "Example", "NAMED", "SQUAD_TRAIN_ARTICLES", "TASKS", "default_data_dir",
+           "detect_format", "gsm8k", "gsm8k_answer", "load", "nq", "nq_partition", "partition_of", "qmsum",
+           "qmsum_transcript", "squad"]

@@ -43,6 +43,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from rlpc_core.rewards import answer_survives
 from training.data import DataError, Example, load
 from training.peer_env import PeerEnvError
 from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
@@ -65,16 +66,6 @@ def number_retention(original: str, compressed: str) -> Optional[float]:
     if not nums:
         return None
     return len(nums & number_strings(compressed)) / len(nums)
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def answer_survives(compressed: str, answers: Sequence[str]) -> bool:
-    """Whether any gold answer appears in ``compressed`` (case- and whitespace-insensitive)."""
-    hay = _squash(compressed)
-    return any(_squash(a) and _squash(a) in hay for a in answers)
 
 
 def is_subsequence(small: Sequence[str], big: Sequence[str]) -> bool:

@@ -8,7 +8,8 @@
 What a run does, in order:
 
 1. builds the recipe (``--recipe`` + ``--set key=value`` + ``--seed`` / ``--max-steps``) and refuses held-out
-   splits; ``--policy extractive`` (issue 7) stops here with a clear message;
+   splits; an extractive recipe (``--policy extractive``) goes to its own trainer, :mod:`training.extractive`,
+   with the same run folder, checkpoint, resume, log, curves and card conventions;
 2. turns the training rows into trl's conversational prompt dataset: ``prompt`` is
    :func:`rlpc_core.policy_messages` (the prompt inference uses, with the Compressor's own word budget at the
    target rate), plus the columns the rewards read: ``original``, ``answer`` (GSM8K's solution), ``task``;
@@ -51,8 +52,6 @@ from training.recipe import Recipe, RecipeError, add_recipe_arguments, parse_yam
 
 RUN_FILE = "run.json"
 CONSTRAINT_FILE = "rlpc_constraint.json"
-EXTRACTIVE_MESSAGE = ("policy.kind='extractive' is not implemented yet (issue 7): the extractive MiniLM policy and "
-                      "its group-relative trainer are planned; train the generative policy (--policy generative)")
 
 
 # ---------------------------------------------------------------- data
@@ -248,9 +247,26 @@ def prepare_run(args: argparse.Namespace) -> tuple[Recipe, Optional[Path], Optio
             raise TrainingError("no recipe given; pass --recipe NAME_OR_PATH (e.g. smollm2-cpu-gsm8k)")
         recipe = recipe_from_args(args, "grpo")
         init, resume_from = args.init, None
-    if recipe.policy.kind == "extractive":
-        raise TrainingError(EXTRACTIVE_MESSAGE)
     return recipe, init, resume_from
+
+
+def prepare_folder(out: Path, recipe: Recipe, init: Optional[Path], resume_from: Optional[Path], resume: bool) -> None:
+    """The run folder before training: half-written checkpoints removed, the log cut back to the checkpoint
+    resumed from, the recipe and the command recorded (main process only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in remove_incomplete(out):
+        say(f"removed incomplete checkpoint {p.name} (killed while saving)")
+    if resume_from is not None:
+        _truncate_log(out / LOG, checkpoint_step(resume_from))
+        say(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
+    elif resume:
+        say("no complete checkpoint to resume from: starting at step 0")
+        (out / LOG).unlink(missing_ok=True)
+    # A folder with rlpc.json is a finished compressor; while this run trains, the folder is not one.
+    (out / "rlpc.json").unlink(missing_ok=True)
+    write_text(out / "recipe.yaml", recipe.to_yaml())
+    write_json(out / RUN_FILE, {"init": str(init) if init else None, "recipe": recipe.name,
+                                "command": " ".join(sys.argv)})
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -309,26 +325,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     device = policy_device(recipe.grpo)
 
+    if recipe.policy.kind == "extractive":  # our own group-relative trainer: trl has none for keep-masks
+        from training.extractive import train_grpo
+
+        prepare_folder(out, recipe, init, resume_from, args.resume)
+        return train_grpo(recipe, out, init, resume_from)
+
     # Settings first (GRPOConfig starts the distributed state), then the run folder, main process first.
     _, base_weights = _weights_only(recipe)
     config = grpo_config(recipe, out, base_weights)
     with config.main_process_first(desc="run folder"):
         if is_main_process():
-            out.mkdir(parents=True, exist_ok=True)
-            removed = remove_incomplete(out)
-            for p in removed:
-                say(f"removed incomplete checkpoint {p.name} (killed while saving)")
-            if resume_from is not None:
-                _truncate_log(out / LOG, checkpoint_step(resume_from))
-                say(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
-            elif args.resume:
-                say("no complete checkpoint to resume from: starting at step 0")
-                (out / LOG).unlink(missing_ok=True)
-            # A folder with rlpc.json is a finished compressor; while this run trains, the folder is not one.
-            (out / "rlpc.json").unlink(missing_ok=True)
-            write_text(out / "recipe.yaml", recipe.to_yaml())
-            write_json(out / RUN_FILE, {"init": str(init) if init else None, "recipe": recipe.name,
-                                        "command": " ".join(sys.argv)})
+            prepare_folder(out, recipe, init, resume_from, args.resume)
 
     examples = training_examples(recipe)
     builder = PromptBuilder(recipe)

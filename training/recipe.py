@@ -210,8 +210,8 @@ class PolicySection(_Section):
     """The compressor being trained."""
 
     _path = "policy"
-    #: ``generative`` (a causal LM rewrites the prompt; trl's SFT and GRPO trainers) or ``extractive`` (a token
-    #: classifier; issue 7, not implemented yet).
+    #: ``generative`` (a causal LM rewrites the prompt; trl's SFT and GRPO trainers) or ``extractive`` (a MiniLM
+    #: token classifier over words; its own group-relative trainer, :mod:`training.extractive`).
     kind: str = "generative"
     #: Base model: an embedded alias, a Hugging Face id or a folder. Saved in the checkpoint's rlpc.json, so
     #: ``Compressor.from_pretrained`` loads the same base under the adapter.
@@ -226,6 +226,13 @@ class PolicySection(_Section):
 
     def __post_init__(self) -> None:
         _choice("policy.kind", self.kind, ("generative", "extractive"))
+        from rlpc_core.models import EMBEDDED
+
+        embedded = EMBEDDED.get(self.model)
+        if self.kind == "extractive" and embedded is not None and embedded.kind == "causal-lm":
+            _fail("policy.model", self.model, "is a causal LM, but the extractive policy is a token classifier over an "
+                  "encoder", "use policy.model: all-minilm-l6-v2 (or an encoder's folder / hub id), e.g. the "
+                  "minilm-extractive recipe")
         _choice("policy.dtype", self.dtype, ("float32", "bfloat16", "float16"), "float32 on CPU, bfloat16 on GPU")
         try:
             self.generative_config()
@@ -244,7 +251,8 @@ class DataSection(_Section):
     """The training rows. Held-out splits are refused: benchmarks report on them."""
 
     _path = "data"
-    #: ``gsm8k`` (or another name of :mod:`training.data`), a JSONL path, or ``hf:ORG/NAME[:CONFIG]``.
+    #: ``gsm8k`` (or another name of :mod:`training.data`), a JSONL path, or ``hf:ORG/NAME[:CONFIG]``; several
+    #: joined by ``+`` (``gsm8k+squad+nq``) are mixed, ``limit`` rows from each, shuffled together.
     dataset: str = "gsm8k"
     #: Split to train on. Named datasets must use ``train``: their test/validation rows are the held-out set.
     split: str = "train"
@@ -260,9 +268,18 @@ class DataSection(_Section):
             _at_least("data.limit", self.limit, 1, "use a positive number of rows, or null for all")
         from training.data import NAMED
 
-        if self.dataset in NAMED and self.split != "train":
-            _fail("data.split", self.split, f"is held-out data of {self.dataset!r}: training must never see rows "
-                  "that the benchmarks report on", "train on split: train")
+        for name in self.datasets:
+            if name in NAMED and self.split != "train":
+                _fail("data.split", self.split, f"is held-out data of {name!r}: training must never see rows "
+                      "that the benchmarks report on", "train on split: train")
+
+    @property
+    def datasets(self) -> list[str]:
+        """The dataset specs mixed in this run (``dataset`` split on ``+``)."""
+        parts = [p.strip() for p in self.dataset.split("+")]
+        if not all(parts):
+            _fail("data.dataset", self.dataset, "has an empty part between '+' signs", "write e.g. gsm8k+squad")
+        return parts
 
 
 @dataclass(frozen=True)
@@ -472,6 +489,42 @@ class GRPOSection(_Section):
 
 
 @dataclass(frozen=True)
+class ExtractiveSection(_Section):
+    """Settings of the extractive policy's own trainer (:mod:`training.extractive`); the ``grpo`` section gives
+    the steps, learning rate and schedule, G (``num_generations``), completions per step, beta and checkpoints."""
+
+    _path = "extractive"
+    #: Target rates; each step draws one for all its prompts, so the learned ranking serves every budget.
+    rates: tuple[float, ...] = (0.33, 0.5)
+    #: PPO/GRPO clip range of the per-word probability ratio (trl's ``epsilon``).
+    clip_epsilon: float = 0.2
+    #: Passes over each step's samples (trl's ``num_iterations``): above 1, the clip starts to matter.
+    update_epochs: int = 2
+    #: Hidden width of the head's MLP over [encoder state; graph features].
+    head_dim: int = 128
+    #: Encoder window during training (word pieces); inference uses ``ExtractiveConfig.max_length`` up to this.
+    max_length: int = 512
+    #: Gradient-norm clip.
+    max_grad_norm: float = 1.0
+    #: Warm-up (``python -m training.sft``) labels: the graph policy's keep mask at each of ``rates``.
+    warmup_labels: str = "graph"
+
+    def __post_init__(self) -> None:
+        if not self.rates:
+            _fail("extractive.rates", [], "must list at least one rate", "use e.g. [0.33, 0.5]")
+        for r in self.rates:
+            _between("extractive.rates[]", r, 0.0, 1.0, "use rates like 0.33 or 0.5", lo_open=True, hi_open=True)
+        _between("extractive.clip_epsilon", self.clip_epsilon, 0.0, 1.0, "use e.g. 0.2", lo_open=True)
+        _at_least("extractive.update_epochs", self.update_epochs, 1, "use 1 or 2")
+        _at_least("extractive.head_dim", self.head_dim, 8, "use e.g. 128")
+        _at_least("extractive.max_length", self.max_length, 64, "use e.g. 512")
+        if self.max_length > 512:
+            _fail("extractive.max_length", self.max_length, "exceeds MiniLM's 512 positions", "use 512 or less")
+        _positive("extractive.max_grad_norm", self.max_grad_norm, "use e.g. 1.0")
+        _choice("extractive.warmup_labels", self.warmup_labels, ("graph",))
+
+
+@dataclass(frozen=True)
 class EvaluatorSection(_Section):
     """The frozen evaluator LLM (:class:`rlpc_core.evaluator.Evaluator`) behind the answer_* rewards."""
 
@@ -555,6 +608,7 @@ class Recipe(_Section):
     constraint: ConstraintSection = field(default_factory=ConstraintSection)
     sft: SFTSection = field(default_factory=SFTSection)
     grpo: GRPOSection = field(default_factory=GRPOSection)
+    extractive: ExtractiveSection = field(default_factory=ExtractiveSection)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
 

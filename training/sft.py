@@ -2,6 +2,7 @@
 
     python -m training.sft --recipe smollm2-cpu-gsm8k --out runs/smollm2-sft
     python -m training.sft --recipe phi3-gsm8k --pairs my_pairs.jsonl --out runs/phi3-sft
+    python -m training.sft --recipe minilm-extractive --out runs/minilm-warmup   # extractive: training.extractive
 
 Pairs come from a JSONL file (``--pairs`` or ``sft.pairs``; one ``{"original": ..., "compressed": ...,
 "question": ...}`` per line, question optional) or are bootstrapped (``sft.pairs: bootstrap``): the graph policy
@@ -139,12 +140,16 @@ def _jsonl_logger(path: Path):
 
 
 def train(recipe: Recipe, out: Path, pairs_path: Optional[Path] = None) -> dict[str, Any]:
+    if recipe.policy.kind == "extractive":
+        from training.extractive import warmup
+
+        if pairs_path is not None:
+            raise TrainingError("--pairs is for the generative policy; the extractive warm-up learns the graph "
+                                "policy's keep masks (extractive.warmup_labels)")
+        return warmup(recipe, Path(out))
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if recipe.policy.kind != "generative":
-        raise TrainingError(f"policy.kind={recipe.policy.kind!r}: SFT warm-up is for the generative policy; the "
-                            "extractive policy is not implemented yet (issue 7)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
@@ -222,7 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (RecipeError, TrainingError, DataError) as err:  # each names the value, the rule and the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
-    say(f"wrote {args.out} (adapter + rlpc.json): {summary['steps']} steps, loss {summary['train_loss']:.4f}")
+    say(f"wrote {args.out} ({'adapter + head' if summary.get('policy_kind') == 'extractive' else 'adapter'} + "
+        f"rlpc.json): {summary['steps']} steps, loss {summary['train_loss']:.4f}")
     return 0
 
 

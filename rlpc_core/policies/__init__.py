@@ -45,11 +45,13 @@ def make_policy(name: str, config, **kwargs):
 def _load_builtin() -> None:
     # Imported on first use: policies may pull in heavy libraries that plain `import rlpc_core` must not.
     if "graph" not in _REGISTRY:
+        from .extractive import ExtractivePolicyModel
         from .generative import GenerativePolicy
         from .graph import GraphPolicy
 
         register_policy("graph", GraphPolicy)
         register_policy("generative", GenerativePolicy)
+        register_policy("extractive", ExtractivePolicyModel)
 
 
 __all__ = ["ExtractivePolicy", "RewritingPolicy", "WordScores", "check_policy_name", "make_policy", "policy_names", "register_policy"]

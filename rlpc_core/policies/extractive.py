@@ -1,0 +1,354 @@
+"""The extractive policy: a MiniLM token classifier that scores every word keep/drop in one forward pass.
+
+What it sees: the question (when there is one) and a chunk of the context as a sentence pair,
+``[CLS] question [SEP] chunk [SEP]``, plus per-word features from the importance graph (its score, number,
+stopword, query-term, question-sentence, entity flags and the word's position), broadcast to the word's
+pieces. What it says: one logit per word piece, averaged into one score per word. The compressor then keeps
+the highest-scoring words within the budget, protected words always (numbers are protected by the graph), so
+the output is an order-preserving subsequence of the input: it cannot invent anything.
+
+Long inputs are cut into chunks of whole words that fit the encoder's window next to the question, scored in
+batches, so cost grows linearly with length.
+
+Weights: a checkpoint folder holds ``extractive.json`` (base model, LoRA rank/scale, head size, features)
+and ``extractive.safetensors`` (the LoRA update of the encoder and the head). The base is the embedded
+all-MiniLM-L6-v2; the update is merged into it at load, so inference costs a bare forward of the base. The
+trained default ships inside the package (:data:`EMBEDDED_WEIGHTS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from ..config import CompressorConfig, ExtractiveConfig, GraphConfig
+from ..graph import NEGATIONS, query_lemmas, score_words, word_features
+from .base import WordScores
+
+WEIGHTS_JSON = "extractive.json"
+WEIGHTS_FILE = "extractive.safetensors"
+WEIGHTS_FORMAT = "rlpc-extractive/1"
+#: The trained head + adapter shipped in the package (see its README.md, the model card).
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "extractive-minilm"
+#: Per-word features, in the order the head reads them.
+FEATURES = ("graph_log_score", "graph_rank", "is_number", "is_stopword", "is_query_term", "in_question",
+            "position", "is_entity")
+
+
+# ---------------------------------------------------------------- features and encoding (no torch)
+
+def word_feature_matrix(words: Sequence[str], graph: GraphConfig, query: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(features [n, len(FEATURES)] float32, protected [n] bool)``: the graph's view of every word."""
+    n = len(words)
+    scored = score_words(words, graph, query=query)
+    feats = word_features(words)
+    scores = np.clip(scored.scores, 1e-3, None)
+    rank = np.empty(n, dtype=np.float64)
+    rank[np.argsort(scores, kind="stable")] = np.arange(n) / max(1, n - 1)
+    negation = np.fromiter((x in NEGATIONS for x in feats.norm), dtype=bool, count=n)
+    q = set(query_lemmas(query))
+    in_query = np.fromiter((bool(q) and lem in q for lem in feats.lemma), dtype=bool, count=n)
+    out = np.stack([
+        np.log(scores), rank, feats.is_number, feats.is_stop & ~negation, in_query, feats.in_question,
+        np.arange(n) / max(1, n - 1), feats.is_entity,
+    ], axis=1).astype(np.float32)
+    return out, scored.protected
+
+
+@dataclass
+class EncodedChunks:
+    """A document cut into encoder inputs: padded id/type/mask arrays and each piece's word (``-1`` if none)."""
+
+    input_ids: np.ndarray  # [chunks, length] int64
+    token_type_ids: np.ndarray
+    attention_mask: np.ndarray
+    word_index: np.ndarray  # [chunks, length] int64: word of the document each context piece belongs to, else -1
+    n_words: int
+
+
+def encode(tokenizer: Any, words: Sequence[str], query: Optional[str], *, max_length: int,
+           query_max_tokens: int) -> EncodedChunks:
+    """Word-piece the words once, cut them into chunks of whole words that fit ``max_length`` beside the query."""
+    n = len(words)
+    enc = tokenizer(list(words), is_split_into_words=True, add_special_tokens=False, truncation=False,
+                    return_attention_mask=False, verbose=False)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    word_of = np.asarray([-1 if w is None else w for w in enc.word_ids()], dtype=np.int64)
+    q_ids: list[int] = []
+    if query:
+        q_ids = tokenizer(query, add_special_tokens=False, truncation=True, max_length=query_max_tokens,
+                          verbose=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    prefix = [cls] + (q_ids + [sep] if q_ids else [])
+    room = max_length - len(prefix) - 1
+    if room < 8:
+        raise ValueError(f"max_length={max_length} leaves {room} pieces for the text beside a {len(q_ids)}-piece "
+                         "question; raise max_length or lower query_max_tokens")
+    # a word whose pieces alone exceed the room (a very long URL) is cut; its first pieces still score it
+    chunks: list[tuple[int, int]] = []
+    lo = 0
+    while lo < len(ids):
+        hi = min(lo + room, len(ids))
+        if hi < len(ids) and word_of[hi] == word_of[hi - 1]:  # do not split a word across chunks
+            back = hi
+            while back > lo and word_of[back] == word_of[hi]:
+                back -= 1
+            hi = back if back > lo else hi
+        chunks.append((lo, hi))
+        lo = hi
+    if not chunks:
+        chunks = [(0, 0)]
+    length = len(prefix) + 1 + max(h - l for l, h in chunks)
+    m = len(chunks)
+    input_ids = np.zeros((m, length), dtype=np.int64)
+    types = np.zeros((m, length), dtype=np.int64)
+    mask = np.zeros((m, length), dtype=np.int64)
+    word_index = np.full((m, length), -1, dtype=np.int64)
+    p = len(prefix)
+    for c, (lo, hi) in enumerate(chunks):
+        k = hi - lo
+        input_ids[c, :p] = prefix
+        input_ids[c, p : p + k] = ids[lo:hi]
+        input_ids[c, p + k] = sep
+        mask[c, : p + k + 1] = 1
+        if q_ids:
+            types[c, p : p + k + 1] = 1
+        word_index[c, p : p + k] = word_of[lo:hi]
+    return EncodedChunks(input_ids, types, mask, word_index, n)
+
+
+# ---------------------------------------------------------------- the model (torch, imported lazily)
+
+def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int = 128) -> Any:
+    """The keep/drop scorer: ``encoder`` (a BertModel) + an MLP over [piece state; word features]."""
+    import torch
+    from torch import nn
+
+    class WordKeepModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            hidden = encoder.config.hidden_size
+            self.head = nn.Sequential(nn.Linear(hidden + n_features, head_dim), nn.GELU(), nn.Linear(head_dim, 1))
+            self.n_features, self.head_dim = n_features, head_dim
+
+        def forward(self, input_ids, token_type_ids, attention_mask, features, word_index, n_words: int):
+            """Word logits ``[n_words]``: pieces of ``word_index`` ``w`` (global over the batch) averaged."""
+            states = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
+                                  attention_mask=attention_mask).last_hidden_state
+            at = word_index >= 0
+            piece_states = states[at]
+            piece_words = word_index[at]
+            piece_logits = self.head(torch.cat([piece_states, features[piece_words]], dim=-1)).squeeze(-1)
+            sums = torch.zeros(n_words, dtype=piece_logits.dtype, device=piece_logits.device)
+            sums = sums.index_add(0, piece_words, piece_logits)
+            counts = torch.zeros(n_words, dtype=piece_logits.dtype, device=piece_logits.device)
+            counts = counts.index_add(0, piece_words, torch.ones_like(piece_logits))
+            return sums / counts.clamp(min=1.0)
+
+    return WordKeepModel()
+
+
+def load_encoder(spec: str) -> tuple[Any, Any]:
+    """``(BertModel, fast tokenizer)`` of a MiniLM-style encoder (embedded alias, folder or hub id)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..models import _from_pretrained, resolve
+
+    resolved = resolve(spec)
+    tok = _from_pretrained(AutoTokenizer.from_pretrained, spec, resolved, trust_remote_code=False)
+    model = _from_pretrained(AutoModel.from_pretrained, spec, resolved, dtype=torch.float32,
+                             trust_remote_code=False, use_safetensors=True)
+    model.pooler = None  # sentence-level pooling is not used: only the word pieces' states are
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(f"the encoder {spec!r} has no fast tokenizer: the extractive policy needs word ids "
+                         "(a tokenizer.json); use a model folder that ships one")
+    return model, tok
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What ``extractive.json`` records: enough to rebuild the model the weights belong to."""
+
+    base_model: str
+    head_dim: int
+    features: tuple[str, ...]
+    lora_r: int
+    lora_alpha: float
+    lora_targets: tuple[str, ...]
+    max_length: int
+
+    @classmethod
+    def read(cls, folder: Path) -> "WeightsInfo":
+        data = json.loads((folder / WEIGHTS_JSON).read_text(encoding="utf-8"))
+        if data.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"{folder / WEIGHTS_JSON} has format {data.get('format')!r}, expected "
+                             f"{WEIGHTS_FORMAT!r}; retrain or re-save it with this version of rlpc")
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"{folder} was trained on features {data['features']}, this version computes "
+                             f"{list(FEATURES)}; retrain it with this version of rlpc")
+        return cls(base_model=data["base_model"], head_dim=int(data["head_dim"]), features=tuple(data["features"]),
+                   lora_r=int(data["lora_r"]), lora_alpha=float(data["lora_alpha"]),
+                   lora_targets=tuple(data["lora_targets"]), max_length=int(data["max_length"]))
+
+    def write(self, folder: Path) -> None:
+        payload = {"format": WEIGHTS_FORMAT, "base_model": self.base_model, "head_dim": self.head_dim,
+                   "features": list(self.features), "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
+                   "lora_targets": list(self.lora_targets), "max_length": self.max_length}
+        tmp = folder / (WEIGHTS_JSON + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / WEIGHTS_JSON)
+
+
+def has_weights(folder: Union[str, os.PathLike, None]) -> bool:
+    return folder is not None and (Path(folder) / WEIGHTS_JSON).is_file() and (Path(folder) / WEIGHTS_FILE).is_file()
+
+
+def save_weights(model: Any, info: WeightsInfo, folder: Union[str, os.PathLike]) -> Path:
+    """Write the adapter (LoRA update) and the head: never the base encoder, which every user already has."""
+    from safetensors.torch import save_file
+
+    from ..lora import lora_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"encoder.{k}": v.contiguous() for k, v in lora_state_dict(model.encoder).items()}
+    state.update({f"head.{k}": v.detach().contiguous().clone() for k, v in model.head.state_dict().items()})
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": WEIGHTS_FORMAT})
+    os.replace(tmp, folder / WEIGHTS_FILE)
+    info.write(folder)
+    return folder
+
+
+def load_model(folder: Union[str, os.PathLike], *, merge: bool = True, base_model: Optional[str] = None) -> tuple[Any, Any, WeightsInfo]:
+    """``(model, tokenizer, info)`` from a weights folder; ``merge`` folds the adapter into the base (inference).
+
+    With ``merge=False`` the encoder keeps trainable :class:`~rlpc_core.lora.LoRALinear` layers holding the
+    saved update (to continue training).
+    """
+    from ..lora import add_lora, merge_lora
+
+    folder = Path(folder)
+    info = WeightsInfo.read(folder)
+    encoder, tok = load_encoder(base_model or info.base_model)
+    if merge:
+        adapter, _ = _split_state(folder)
+        merge_lora(encoder, adapter, info.lora_alpha / info.lora_r)
+    else:
+        add_lora(encoder, info.lora_targets, info.lora_r, info.lora_alpha)
+    model = build_model(encoder, n_features=len(info.features), head_dim=info.head_dim)
+    if merge:
+        model.head.load_state_dict(_split_state(folder)[1])
+    else:
+        load_weights_into(model, folder)
+    return model, tok, info
+
+
+def _split_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(encoder adapter, head)`` tensors of a weights folder."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(folder) / WEIGHTS_FILE))
+    adapter = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    return adapter, head
+
+
+def load_weights_into(model: Any, folder: Union[str, os.PathLike]) -> None:
+    """Copy a folder's adapter and head into a trainable model (LoRA layers in place): resume, continue."""
+    from ..lora import load_lora_state
+
+    adapter, head = _split_state(Path(folder))
+    load_lora_state(model.encoder, adapter)
+    model.head.load_state_dict(head)
+
+
+# ---------------------------------------------------------------- the policy
+
+class ExtractivePolicyModel:
+    """The ``extractive`` policy: loads its weights on first use and scores words in batched forwards."""
+
+    name = "extractive"
+
+    def __init__(self, config: CompressorConfig, checkpoint: Optional[str] = None) -> None:
+        self.config: ExtractiveConfig = config.extractive
+        self.graph = config.graph
+        self.folder = _weights_folder(self.config, checkpoint)
+        self._loaded: Optional[tuple[Any, Any, WeightsInfo]] = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[Any, Any, WeightsInfo]:
+        with self._lock:
+            if self._loaded is None:
+                model, tok, info = load_model(self.folder)
+                model.eval().requires_grad_(False)
+                if self.config.quantize == "int8":
+                    import torch
+
+                    # int8 weights for the encoder's linear layers: measured faster on CPU at equal quality
+                    # (benchmarks/extractive_speed.py); the head stays fp32 (it is tiny)
+                    with warnings.catch_warnings():  # torch marks its quantized tensor constructors deprecated
+                        warnings.simplefilter("ignore", UserWarning)
+                        model.encoder = torch.ao.quantization.quantize_dynamic(model.encoder, {torch.nn.Linear},
+                                                                               dtype=torch.qint8)
+                self._loaded = (model, tok, info)
+            return self._loaded
+
+    def save_pretrained(self, folder: Union[str, os.PathLike]) -> None:
+        """Copy the weights next to the checkpoint's rlpc.json, so the folder is self-contained."""
+        import shutil
+
+        folder = Path(folder)
+        if self.folder.resolve() != folder.resolve():
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in (WEIGHTS_JSON, WEIGHTS_FILE):
+                shutil.copyfile(self.folder / name, folder / name)
+
+    def score(self, words: Sequence[str], *, query: Optional[str] = None) -> WordScores:
+        import torch
+
+        model, tok, info = self._load()
+        features, protected = word_feature_matrix(words, self.graph, query)
+        enc = encode(tok, words, query, max_length=min(self.config.max_length, info.max_length),
+                     query_max_tokens=self.config.query_max_tokens)
+        logits = np.zeros(len(words), dtype=np.float64)
+        feats_t = torch.from_numpy(features)
+        bs = self.config.batch_size
+        with torch.inference_mode():
+            for lo in range(0, enc.input_ids.shape[0], bs):
+                sl = slice(lo, lo + bs)
+                mask = enc.attention_mask[sl]
+                width = int(mask.sum(axis=1).max())  # trim the padding every chunk of this batch shares
+                widx = torch.from_numpy(enc.word_index[sl, :width])
+                out = model(torch.from_numpy(enc.input_ids[sl, :width]), torch.from_numpy(enc.token_type_ids[sl, :width]),
+                            torch.from_numpy(mask[:, :width]), feats_t, widx, len(words))
+                seen = np.unique(enc.word_index[sl][enc.word_index[sl] >= 0])
+                logits[seen] = out.numpy()[seen]
+        return WordScores(logits, protected)
+
+
+def _weights_folder(config: ExtractiveConfig, checkpoint: Optional[str]) -> Path:
+    """The checkpoint's own weights when it has them, else ``config.weights`` (``embedded``: the packaged ones)."""
+    if checkpoint and has_weights(checkpoint):
+        return Path(checkpoint)
+    folder = EMBEDDED_WEIGHTS if config.weights == "embedded" else Path(config.weights).expanduser()
+    if not has_weights(folder):
+        where = "the package's embedded weights" if config.weights == "embedded" else repr(str(folder))
+        raise ValueError(f"extractive weights not found in {where} (need {WEIGHTS_JSON} and {WEIGHTS_FILE}); "
+                         "train some with python -m training.grpo --recipe minilm-extractive, or pass "
+                         "extractive={'weights': FOLDER}")
+    return folder
+
+
+__all__ = ["EMBEDDED_WEIGHTS", "EncodedChunks", "ExtractivePolicyModel", "FEATURES", "WeightsInfo", "build_model",
+           "encode", "has_weights", "load_encoder", "load_model", "load_weights_into", "save_weights",
+           "word_feature_matrix"]

@@ -1,0 +1,248 @@
+"""The extractive policy and its group-relative trainer: the algorithm's pieces, encoding, the policy through the
+Compressor, warm-up -> GRPO end to end with the real MiniLM, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.extractive import (bernoulli_kl, clipped_surrogate, data_positions, group_advantages, keep_offset,
+                                 lr_at, mask_log_probs, sample_masks, sigmoid)
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# cheap rewards (no evaluator): the trainer's code path, not a quality run
+CHEAP = ["--set", "rewards=[{name: answer_span, weight: 2.0}, {name: compression, weight: 0.5}, "
+         "{name: protected_coverage, weight: 1.0}]"]
+TINY = ["--recipe", "minilm-extractive", "--set", "data.limit=4", "--set", "grpo.num_generations=4",
+        "--set", "grpo.per_device_batch_size=8", "--set", "grpo.save_steps=2", *CHEAP]
+
+
+def _need_shared_data():
+    from training.data import default_data_dir
+
+    if not (default_data_dir() / "gsm8k" / "train.jsonl").is_file():
+        pytest.skip("the shared data (../shared/data) is not beside the repo: it sits there only on the project's "
+                    "machines")
+
+
+# ---------------------------------------------------------------- the algorithm's pieces
+
+def test_keep_offset_spends_exactly_the_room_in_expectation():
+    rng = np.random.default_rng(0)
+    z, costs = rng.normal(size=50), rng.integers(1, 4, size=50).astype(float)
+    free = np.ones(50, dtype=bool)
+    free[:5] = False
+    for room in (10.0, 40.0, 80.0):
+        b = keep_offset(z, costs, free, room)
+        assert abs((costs[free] * sigmoid(z[free] + b)).sum() - room) < 1e-6
+    assert keep_offset(z, costs, free, 0.0) == -60.0 and keep_offset(z, costs, free, 1e9) == 60.0
+    # the offset shifts probabilities, never the ranking
+    b = keep_offset(z, costs, free, 40.0)
+    assert (np.argsort(sigmoid(z + b)) == np.argsort(z)).all()
+
+
+def test_sampled_masks_keep_protected_words_and_hit_the_budget_on_average():
+    rng = np.random.default_rng(1)
+    z, costs = rng.normal(size=200), np.ones(200)
+    protected = np.zeros(200, dtype=bool)
+    protected[::10] = True
+    room = 60.0
+    b = keep_offset(z, costs, ~protected, room)
+    masks = sample_masks(z, b, protected, 4000, np.random.default_rng(2))
+    assert masks.shape == (4000, 200) and masks[:, protected].all()
+    assert abs((masks[:, ~protected] * costs[~protected]).sum(axis=1).mean() - room) < 0.5
+    # higher logits are kept more often
+    freq = masks[:, ~protected].mean(axis=0)
+    assert np.corrcoef(freq, z[~protected])[0, 1] > 0.9
+    # seeded: the same generator state gives the same masks (resume depends on it)
+    again = sample_masks(z, b, protected, 4000, np.random.default_rng(2))
+    assert (again == masks).all()
+
+
+def test_group_advantages_are_normalised_within_each_group():
+    r = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 1.0, 0.0]])
+    a = group_advantages(r)
+    assert np.allclose(a.mean(axis=1), 0.0)
+    assert np.allclose(a[0].std(ddof=1), 1.0, atol=1e-3) and np.allclose(a[2].std(ddof=1), 1.0, atol=1e-3)
+    assert (a[1] == 0).all()  # an all-equal group teaches nothing
+    assert (np.argsort(a[0]) == np.argsort(r[0])).all()
+
+
+def test_clipped_surrogate_stops_pushing_past_the_clip_range():
+    adv = torch.tensor([1.0, -1.0])
+    free = torch.tensor([True, True, False])
+    logp_old = torch.log(torch.full((2, 3), 0.5))
+    for ratio, grads_expected in ((1.05, True), (1.5, False)):
+        # ratio above 1 + eps with a positive advantage: clipped (no gradient); with a negative one: not clipped
+        logp_new = (logp_old + np.log(ratio)).clone().requires_grad_(True)
+        loss, clip = clipped_surrogate(logp_new, logp_old, adv, free, epsilon=0.2)
+        loss.backward()
+        g = logp_new.grad
+        assert (g[0, :2] != 0).all() == grads_expected
+        assert (g[1, :2] != 0).all()  # pessimism: the negative advantage is always felt above 1 + eps
+        assert (g[:, 2] == 0).all()  # protected words are not actions
+        assert float(clip) == (0.0 if grads_expected else 1.0)
+
+
+def test_mask_log_probs_and_kl_match_their_closed_forms():
+    z = torch.tensor([0.3, -1.2, 2.0])
+    m = torch.tensor([[1.0, 0.0, 1.0]])
+    p = torch.sigmoid(z + 0.5)
+    expected = torch.log(torch.stack([p[0], 1 - p[1], p[2]]))
+    assert torch.allclose(mask_log_probs(z, 0.5, m)[0], expected, atol=1e-6)
+    free = torch.tensor([True, True, True])
+    assert float(bernoulli_kl(z, 0.0, z, 0.0, free)) == pytest.approx(0.0, abs=1e-7)
+    q = torch.sigmoid(z - 1.0)
+    p = torch.sigmoid(z)
+    kl = (p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))).mean()
+    assert float(bernoulli_kl(z, 0.0, z - 1.0, 0.0, free)) == pytest.approx(float(kl), rel=1e-5)
+
+
+def test_learning_rate_schedule_and_data_order():
+    lrs = [lr_at(s, 100, 1e-3, 0.1, "cosine") for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 1e-5
+    assert lr_at(50, 100, 1e-3, 0.0, "constant") == 1e-3
+    order = [i for s in range(5) for i in data_positions(s, 2, 10, seed=3)]
+    assert sorted(order) == list(range(10))  # one epoch: every row once
+    assert data_positions(7, 2, 10, seed=3) == data_positions(7, 2, 10, seed=3)
+
+
+# ---------------------------------------------------------------- encoding with the real MiniLM tokenizer
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from rlpc_core.policies.extractive import load_encoder
+
+    return load_encoder("all-minilm-l6-v2")[1]
+
+
+def test_long_inputs_are_cut_into_whole_word_chunks_beside_the_question(minilm_tokenizer):
+    from rlpc_core.policies.extractive import encode
+
+    words = ("The committee met on 12 March 2019 in Geneva to discuss antidisestablishmentarianism. " * 60).split()
+    enc = encode(minilm_tokenizer, words, "Where did the committee meet?", max_length=128, query_max_tokens=16)
+    assert enc.input_ids.shape[1] <= 128 and enc.input_ids.shape[0] > 5
+    seen = enc.word_index[enc.word_index >= 0]
+    assert set(seen.tolist()) == set(range(len(words)))  # every word scored
+    for c in range(enc.input_ids.shape[0]):  # each word in one chunk only, pieces contiguous
+        ws = set(enc.word_index[c][enc.word_index[c] >= 0].tolist())
+        for other in range(c + 1, enc.input_ids.shape[0]):
+            assert not ws & set(enc.word_index[other][enc.word_index[other] >= 0].tolist())
+    first = enc.input_ids[0]
+    sep = minilm_tokenizer.sep_token_id
+    assert first[0] == minilm_tokenizer.cls_token_id and (first == sep).sum() == 2  # [CLS] q [SEP] text [SEP]
+    assert enc.token_type_ids[0][enc.word_index[0] >= 0].all()  # the text is the second segment
+    no_q = encode(minilm_tokenizer, words[:20], None, max_length=128, query_max_tokens=16)
+    assert no_q.input_ids.shape[0] == 1 and (no_q.token_type_ids == 0).all()
+
+
+def test_a_window_too_small_for_the_question_is_a_clear_error(minilm_tokenizer):
+    from rlpc_core.policies.extractive import encode
+
+    with pytest.raises(ValueError, match="raise max_length"):
+        encode(minilm_tokenizer, ["a", "b"], "word " * 80, max_length=64, query_max_tokens=60)
+
+
+def test_extractive_config_checks_its_values():
+    from rlpc_core import ExtractiveConfig
+
+    for kwargs, message in (({"max_length": 1024}, "512"), ({"quantize": "fp8"}, "int8"),
+                            ({"query_max_tokens": 400}, "half"), ({"batch_size": 0}, ">= 1")):
+        with pytest.raises(ValueError, match=message):
+            ExtractiveConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- warm-up -> GRPO -> Compressor, real MiniLM
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    _need_shared_data()
+    from training import sft
+
+    out = tmp_path_factory.mktemp("x") / "warm"
+    assert sft.main(["--recipe", "minilm-extractive", "--set", "sft.bootstrap_rows=4", "--set", "sft.batch_size=4",
+                     "--max-steps", "3", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def grpo_run(warm, tmp_path_factory):
+    from training import grpo
+
+    out = tmp_path_factory.mktemp("x") / "grpo"
+    assert grpo.main(TINY + ["--init", str(warm), "--max-steps", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_warmup_writes_small_weights_that_the_compressor_loads(warm):
+    from rlpc_core import Compressor
+
+    assert (warm / "extractive.safetensors").stat().st_size < 10 * 2**20  # adapter + head, never the base
+    summary = json.loads((warm / "sft_summary.json").read_text())
+    assert summary["policy_kind"] == "extractive" and summary["steps"] == 3
+    c = Compressor.from_pretrained(warm, tokenizer="words")
+    assert c.config.policy == "extractive"
+    text = ("Tom bought 3 boxes of pencils for $12 each at the store near his school on Monday morning. "
+            "How much did Tom spend on the pencils?")
+    r = c.compress(text, rate=0.5)
+    assert r.method == "extractive" and r.fallback is None and r.budget_met
+    assert "3" in r.text.split() and "$12" in r.text.split()  # numbers are protected
+    kept = [w for w, k in zip(text.split(), r.kept) if k]
+    assert r.text.split() == kept  # an order-preserving subsequence
+    q = c.compress("The tower was finished in 1889. It stands in Paris on the Seine.", rate=0.5,
+                   query="Which river is the tower on?")
+    assert q.method == "extractive" and q.compressed_tokens <= q.target_tokens
+
+
+def test_grpo_end_to_end_logs_curves_card_and_a_loadable_compressor(grpo_run, warm):
+    from rlpc_core import Compressor
+
+    rows = [json.loads(line) for line in (grpo_run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert set(r["rewards"]) == {"answer_span", "compression", "protected_coverage"}
+        assert r["kl"] is not None and r["rate"] in (0.33, 0.5) and 0 < r["compression_ratio"] < 1
+        assert r["clip_fraction"] is not None and r["loss"] is not None
+    assert (grpo_run / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (grpo_run / "README.md").read_text()
+    assert "extractive compressor" in card and str(warm) in card and "## Held-out results" in card
+    summary = json.loads((grpo_run / "training_summary.json").read_text())
+    assert summary["policy_kind"] == "extractive" and summary["steps_done"] == 4
+    r = Compressor.from_pretrained(grpo_run).compress("Ann has 4 cats and 2 dogs. How many pets?", rate=0.5)
+    assert r.method == "extractive" and "4" in r.text and "2" in r.text
+
+
+def test_grpo_resume_after_sigkill_matches_an_uninterrupted_run(grpo_run, warm, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.grpo", *TINY, "--init", str(warm), "--max-steps", "4", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    from training.checkpoints import is_complete
+
+    while time.time() < deadline and not is_complete(out / "checkpoint-2"):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert is_complete(out / "checkpoint-2"), "the run never wrote checkpoint-2"
+    done = subprocess.run([sys.executable, "-m", "training.grpo", "--resume", "--out", str(out)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stdout
+    a, b = load_file(str(grpo_run / "extractive.safetensors")), load_file(str(out / "extractive.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # the unsaved steps were redone, not logged twice
