@@ -246,3 +246,21 @@ def test_grpo_resume_after_sigkill_matches_an_uninterrupted_run(grpo_run, warm, 
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # the unsaved steps were redone, not logged twice
+
+
+def test_chunks_are_balanced_and_never_split_a_word(minilm_tokenizer):
+    from rlpc_core.policies.extractive import encode
+
+    rng = np.random.default_rng(0)
+    vocab = ["a", "cat", "antidisestablishmentarianism", "3.14159", "Zürich-based", "photosynthesis,"]
+    for _ in range(20):
+        words = list(rng.choice(vocab, size=int(rng.integers(50, 400))))
+        enc = encode(minilm_tokenizer, words, "What is it?", max_length=96, query_max_tokens=8)
+        owner = {}
+        for c in range(enc.input_ids.shape[0]):
+            for w in enc.word_index[c][enc.word_index[c] >= 0].tolist():
+                assert owner.setdefault(w, c) == c  # all of a word's pieces in one chunk
+        assert set(owner) == set(range(len(words)))
+        sizes = (enc.word_index >= 0).sum(axis=1)
+        if len(sizes) > 1:
+            assert sizes.min() >= sizes.max() // 2  # no short rest padded to a full chunk

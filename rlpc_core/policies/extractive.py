@@ -91,16 +91,20 @@ def encode(tokenizer: Any, words: Sequence[str], query: Optional[str], *, max_le
     if room < 8:
         raise ValueError(f"max_length={max_length} leaves {room} pieces for the text beside a {len(q_ids)}-piece "
                          "question; raise max_length or lower query_max_tokens")
-    # a word whose pieces alone exceed the room (a very long URL) is cut; its first pieces still score it
+    # Chunks of about equal size (n / ceil(n / room)), not full ones plus a short rest: chunks are batched, and a
+    # short last chunk would be padded to the longest one (1,100 pieces as 512 + 512 + 76 cost 1,536 positions).
+    # The size is recomputed for what remains, so cuts moved back to word ends do not pile up in the last chunk.
+    # A word whose pieces alone exceed the room (a very long URL) is cut; its first pieces still score it.
     chunks: list[tuple[int, int]] = []
     lo = 0
     while lo < len(ids):
-        hi = min(lo + room, len(ids))
-        if hi < len(ids) and word_of[hi] == word_of[hi - 1]:  # do not split a word across chunks
-            back = hi
-            while back > lo and word_of[back] == word_of[hi]:
-                back -= 1
-            hi = back if back > lo else hi
+        rest = len(ids) - lo
+        hi = lo + -(-rest // -(-rest // room))
+        if hi < len(ids) and word_of[hi] == word_of[hi - 1]:  # do not split a word across chunks:
+            start = hi  # cut before the word that piece ``hi`` belongs to, unless it fills the whole chunk
+            while start > lo and word_of[start - 1] == word_of[hi]:
+                start -= 1
+            hi = start if start > lo else hi
         chunks.append((lo, hi))
         lo = hi
     if not chunks:
