@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# Regenerates the committed benchmark results (issue 5): peers side by side with the graph policy on held-out
-# rows, then the README's results section. About an hour and a half on 2 CPU cores.
-#   bash benchmarks/run_all.sh [gsm8k|squad|nq ...]
+# Regenerates the committed benchmark results: rlpc's policies and the peers side by side on held-out rows, then
+# the README's results section. A few hours on 2 CPU cores (the evaluator's disk cache makes re-runs cheaper).
+#   bash benchmarks/run_all.sh [gsm8k|squad|nq|speed ...]
+# Methods: `graph` (training-free), `extractive` (the embedded MiniLM compressor, or EXTRACTIVE=folder),
+# the generative checkpoints trained by training/recipes/smollm2-cpu-gsm8k.yaml (GENERATIVE="runs/a,runs/b"; GSM8K
+# only, skipped when absent) and the peers. SQuAD and NQ are measured on their `heldout` partitions, which the
+# extractive recipe never trains on (training/data.py: partition_of).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 PY=.venv/bin/python
-METHODS=graph,llmlingua,llmlingua2-arch,selective-context,random,truncate,none
-run() {  # dataset, rates, gen-limit [, ll-limit]
-  $PY -m training.evaluate --dataset "$1" --methods "$METHODS" --rate "$2" --limit 200 \
-    --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$3" ${4:+--ll-limit "$4"} --threads 1 --seed 0 \
-    --quiet --out "benchmarks/results/$1"
+EXTRACTIVE=${EXTRACTIVE:-extractive}
+PEERS=llmlingua,llmlingua2-arch,selective-context,random,truncate
+run() {  # dataset, split, rates, gen-limit, methods [, ll-limit]
+  $PY -m training.evaluate --dataset "$1" --split "$2" --methods "$5" --rate "$3" --limit 200 \
+    --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$4" ${6:+--ll-limit "$6"} \
+    --threads 1 --seed 0 --quiet --out "benchmarks/results/$1"
 }
+generative=""
+for g in $(echo "${GENERATIVE:-runs/smollm2-sft,runs/smollm2-grpo}" | tr ',' ' '); do
+  [ -f "$g/rlpc.json" ] && generative="$generative,$g"
+done
 datasets=("$@")
-[ ${#datasets[@]} -gt 0 ] || datasets=(gsm8k squad nq)
+[ ${#datasets[@]} -gt 0 ] || datasets=(gsm8k squad nq speed)
 for ds in "${datasets[@]}"; do
   case "$ds" in
-    gsm8k) run gsm8k 0.5 8 ;;        # 256-token generations: ~10 s each on one core, so a small labelled sample
-    squad) run squad 0.33,0.5 16 48 ;;   # likelihood on a 48-row sample: 11 distinct texts a row
-    # nq: llmlingua2-arch is latency-only and already measured on squad and gsm8k
-    nq) METHODS=${METHODS/llmlingua2-arch,/} run nq 0.33,0.5 12 ;;
+    # 256-token generations: ~10 s each on one core, so a small labelled sample
+    gsm8k) run gsm8k test 0.5 8 "graph,$EXTRACTIVE$generative,$PEERS,none" ;;
+    # likelihood on a 48-row sample: 11 distinct texts a row
+    squad) run squad heldout 0.33,0.5 16 "graph,$EXTRACTIVE,$PEERS,none" 48 ;;
+    # llmlingua2-arch is latency-only and measured on squad and gsm8k
+    nq) run nq heldout 0.33,0.5 12 "graph,$EXTRACTIVE,${PEERS/llmlingua2-arch,/},none" 48 ;;
+    speed) $PY benchmarks/extractive_speed.py ${EXTRACTIVE_WEIGHTS:+--weights "$EXTRACTIVE_WEIGHTS"} \
+             --out benchmarks/results/extractive_speed ;;
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
 done

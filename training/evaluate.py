@@ -660,6 +660,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     tokenizer = args.tokenizer or CompressorConfig().tokenizer
+    if args.split == "train":
+        raise ValueError("--split train: benchmarks report on rows no compressor was trained on; use --split test "
+                         "(gsm8k, nq) or --split heldout (the squad and nq partitions that training never reads)")
     rates = _rates(args.rate)
     register_peers(seed=args.seed)
     methods = resolve_methods([m.strip() for m in args.methods.split(",") if m.strip()])
