@@ -157,6 +157,9 @@ class Compressor:
         for q in queries:
             _check_query(q)
         protected = check_protect(protect)
+        policy = self.policy
+        if isinstance(policy, ExtractivePolicy) and hasattr(policy, "score_batch") and len(texts) > 1:
+            return self._extract_batch(policy, texts, budget_spec, queries, protected)
         return [self._compress_one(t, budget_spec, q, protected) for t, q in zip(texts, queries)]
 
     # -- checkpoints
@@ -189,7 +192,8 @@ class Compressor:
         return cls(config, checkpoint=str(folder), **overrides)
 
     # -- the work
-    def _compress_one(self, text: str, budget_spec: tuple[str, float], query, protect) -> CompressionResult:
+    def _prepare(self, text: str, budget_spec: tuple[str, float], query, protect) -> "Union[_Job, CompressionResult]":
+        """The job for ``text``, or its final result when there is nothing to compress (empty, within budget)."""
         start = time.perf_counter()
         clean, markup_spans = strip_markup(text)
         if not clean.strip():
@@ -209,7 +213,37 @@ class Compressor:
         job = _Job(clean, words, costs, original, budget, spans, query, start)
         if budget >= original:
             return job.result(np.ones(len(words), dtype=bool), clean, original, self.config.policy, True, counter)
+        job.prep_seconds = time.perf_counter() - start
+        return job
 
+    def _extract_batch(self, policy, texts, budget_spec, queries, protect) -> list[CompressionResult]:
+        """compress_batch for policies that score several texts in shared forward passes (``score_batch``).
+
+        Each result's ``seconds`` is its own preparation and selection plus its share (by words) of the shared
+        scoring time. A failed batch is retried text by text, so one bad text cannot fail the others.
+        """
+        prepared = [self._prepare(t, budget_spec, q, protect) for t, q in zip(texts, queries)]
+        jobs = [j for j in prepared if isinstance(j, _Job)]
+        if not jobs:
+            return prepared
+        counter = self.counter
+        t0 = time.perf_counter()
+        try:
+            scored = policy.score_batch([j.words.tokens for j in jobs], [j.query for j in jobs])
+        except Exception:
+            log.warning("policy %s failed on a batch; compressing its texts one by one", policy.name, exc_info=True)
+            return [j if not isinstance(j, _Job) else self._extract(j, policy, counter) for j in prepared]
+        shared = time.perf_counter() - t0
+        total_words = sum(len(j.words) for j in jobs) or 1
+        results = iter(self._select(j, s, policy, counter, shared * len(j.words) / total_words)
+                       for j, s in zip(jobs, scored))
+        return [next(results) if isinstance(j, _Job) else j for j in prepared]
+
+    def _compress_one(self, text: str, budget_spec: tuple[str, float], query, protect) -> CompressionResult:
+        job = self._prepare(text, budget_spec, query, protect)
+        if not isinstance(job, _Job):
+            return job
+        counter = self.counter
         policy = self.policy
         if isinstance(policy, ExtractivePolicy):
             return self._extract(job, policy, counter)
@@ -234,6 +268,17 @@ class Compressor:
             keep = np.ones(len(job.words), dtype=bool)
             return job.result(keep, job.clean, job.original, "none", True, counter,
                               fallback=f"{policy.name} raised {type(err).__name__}: {err}; prompt left uncompressed")
+        return self._select(job, scored, policy, counter, fallback=fallback)
+
+    def _select(self, job: "_Job", scored, policy, counter: TokenCounter, shared_seconds: Optional[float] = None,
+                fallback: Optional[str] = None) -> CompressionResult:
+        """Keep the best-scoring words within the budget (protected ones always), then fit the exact count.
+
+        ``shared_seconds``: this job's share of a batch's scoring time; its ``seconds`` then count its own
+        preparation, that share and its selection, not the time other texts of the batch took.
+        """
+        if shared_seconds is not None:
+            job.start = time.perf_counter() - job.prep_seconds - shared_seconds
         protected = scored.protected | words_in_spans(job.words, job.spans)
         scores = np.asarray(scored.scores, dtype=np.float64)
         keep = select_words(scores, protected, job.costs, job.budget)
@@ -261,6 +306,7 @@ class _Job:
     def __init__(self, clean: str, words: Words, costs, original: int, budget: int, spans, query, start: float):
         self.clean, self.words, self.costs, self.original = clean, words, costs, original
         self.budget, self.spans, self.query, self.start = budget, spans, query, start
+        self.prep_seconds = 0.0
 
     def result(self, keep, text, compressed, method, protected_ok, counter, fallback=None) -> CompressionResult:
         return CompressionResult(

@@ -169,8 +169,9 @@ class ExtractiveConfig:
     query_max_tokens: int = 64
     #: Chunks per forward pass: larger batches amortise the per-call overhead, smaller ones bound memory.
     batch_size: int = 8
-    #: ``int8``: dynamic int8 quantization of the encoder's linear layers (faster on CPUs, same selections in
-    #: the benchmark); ``none``: fp32 weights.
+    #: ``int8``: dynamic int8 quantization of the encoder's linear layers (faster on CPUs, same quality in the
+    #: benchmark; activations are scaled per batch, so a text's scores can move slightly with what it is batched
+    #: with in ``compress_batch``); ``none``: fp32 weights, batch-invariant.
     quantize: str = "int8"
 
     def __post_init__(self) -> None:

@@ -264,3 +264,20 @@ def test_chunks_are_balanced_and_never_split_a_word(minilm_tokenizer):
         sizes = (enc.word_index >= 0).sum(axis=1)
         if len(sizes) > 1:
             assert sizes.min() >= sizes.max() // 2  # no short rest padded to a full chunk
+
+
+def test_compress_batch_shares_forwards_and_matches_one_by_one(warm):
+    from rlpc_core import Compressor
+
+    # fp32: batching only adds padding, which the attention mask hides. (int8 dynamic quantization scales
+    # activations per batch, so a text's scores can move slightly with its batch-mates.)
+    c = Compressor.from_pretrained(warm, tokenizer="words", extractive={"quantize": "none"})
+    texts = ["The tower was finished in 1889. It stands in Paris on the Seine, near the Champ de Mars park.",
+             "", "Short.", "Ann has 4 cats and 2 dogs and she feeds them twice a day with dry food. How many pets?",
+             " ".join(["Word"] * 900)]
+    queries = ["Which river?", None, None, None, "What?"]
+    batch = c.compress_batch(texts, rate=0.5, query=queries)
+    single = [c.compress(t, rate=0.5, query=q) for t, q in zip(texts, queries)]
+    assert [b.text for b in batch] == [s.text for s in single]
+    assert [b.kept for b in batch] == [s.kept for s in single]
+    assert all(b.seconds >= 0 for b in batch) and batch[1].text == ""

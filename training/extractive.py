@@ -204,24 +204,14 @@ def forward_rows(model: Any, rows: Sequence[Row], device: str) -> list[Any]:
     """Word logits of each row (a list of 1-D tensors), all rows' chunks in one batched forward."""
     import torch
 
-    ids, types, masks, widx, feats, spans = [], [], [], [], [], []
-    offset = 0
-    width = max(int(r.enc.attention_mask.sum(axis=1).max()) for r in rows)
-    for r in rows:
-        e = r.enc
-        w = min(width, e.input_ids.shape[1])
-        pad = width - w
-        ids.append(np.pad(e.input_ids[:, :w], ((0, 0), (0, pad))))
-        types.append(np.pad(e.token_type_ids[:, :w], ((0, 0), (0, pad))))
-        masks.append(np.pad(e.attention_mask[:, :w], ((0, 0), (0, pad))))
-        wi = e.word_index[:, :w]
-        widx.append(np.pad(np.where(wi >= 0, wi + offset, -1), ((0, 0), (0, pad)), constant_values=-1))
-        feats.append(r.features)
-        spans.append((offset, offset + len(r.tokens)))
-        offset += len(r.tokens)
-    t = lambda a: torch.from_numpy(np.concatenate(a)).to(device)  # noqa: E731
-    logits = model(t(ids), t(types), t(masks), t(feats), t(widx), offset)
-    return [logits[lo:hi] for lo, hi in spans]
+    from rlpc_core.policies.extractive import stack_chunks
+
+    starts = np.concatenate([[0], np.cumsum([len(r.tokens) for r in rows])]).astype(np.int64)
+    items = [(r.enc, c, int(starts[k])) for k, r in enumerate(rows) for c in range(r.enc.input_ids.shape[0])]
+    ids, types, mask, widx = stack_chunks(items)
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    logits = model(t(ids), t(types), t(mask), t(np.concatenate([r.features for r in rows])), t(widx), int(starts[-1]))
+    return [logits[starts[k]:starts[k + 1]] for k in range(len(rows))]
 
 
 # ---------------------------------------------------------------- models
