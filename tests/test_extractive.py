@@ -281,3 +281,20 @@ def test_compress_batch_shares_forwards_and_matches_one_by_one(warm):
     assert [b.text for b in batch] == [s.text for s in single]
     assert [b.kept for b in batch] == [s.kept for s in single]
     assert all(b.seconds >= 0 for b in batch) and batch[1].text == ""
+
+
+def test_an_untrained_policy_selects_exactly_what_the_graph_selects(tmp_path):
+    _need_shared_data()
+    from rlpc_core import Compressor
+    from training.data import load
+    from training.extractive import fresh_model, save_compressor_folder
+    from training.recipe import load_recipe
+
+    recipe = load_recipe("minilm-extractive")
+    model, _ = fresh_model(recipe, "cpu")
+    save_compressor_folder(model.eval(), recipe, tmp_path)
+    ours, graph = Compressor.from_pretrained(tmp_path), Compressor(policy="graph")
+    for e in load("squad", split="heldout", limit=8, seed=1) + load("gsm8k", split="test", limit=4, seed=1):
+        q = e.question if e.task == "qa" else None
+        for rate in (0.33, 0.5):
+            assert ours.compress(e.text, rate=rate, query=q).kept == graph.compress(e.text, rate=rate, query=q).kept

@@ -1,4 +1,5 @@
-"""Training the extractive policy: a supervised warm-up on the graph's labels, then group-relative policy gradients.
+"""Training the extractive policy: a supervised warm-up on the best samples of the rewards, then group-relative
+policy gradients.
 
     python -m training.sft  --recipe minilm-extractive --out runs/minilm-warmup
     python -m training.grpo --recipe minilm-extractive --init runs/minilm-warmup --out runs/minilm-grpo
@@ -173,6 +174,7 @@ class Row:
     tokens: list[str]
     features: np.ndarray
     protected: np.ndarray
+    sentence: np.ndarray
     costs: np.ndarray
     original_tokens: int
     enc: Any  # EncodedChunks
@@ -192,11 +194,11 @@ def prepare_rows(examples: Sequence[Any], tokenizer: Any, recipe: Recipe) -> lis
         words = split_words(ex.text)
         tokens = words.tokens
         query = ex.question if ex.task == "qa" else None
-        features, protected = word_feature_matrix(tokens, config.graph, query)
+        features, protected, sentence = word_feature_matrix(tokens, config.graph, query)
         costs = counter.word_costs(words)
         enc = encode(tokenizer, tokens, query, max_length=recipe.extractive.max_length,
                      query_max_tokens=config.extractive.query_max_tokens)
-        rows.append(Row(ex, words, tokens, features, protected, costs, int(costs.sum()), enc, query))
+        rows.append(Row(ex, words, tokens, features, protected, sentence, costs, int(costs.sum()), enc, query))
     return rows
 
 
@@ -209,8 +211,11 @@ def forward_rows(model: Any, rows: Sequence[Row], device: str) -> list[Any]:
     starts = np.concatenate([[0], np.cumsum([len(r.tokens) for r in rows])]).astype(np.int64)
     items = [(r.enc, c, int(starts[k])) for k, r in enumerate(rows) for c in range(r.enc.input_ids.shape[0])]
     ids, types, mask, widx = stack_chunks(items)
+    sent_starts = np.concatenate([[0], np.cumsum([int(r.sentence.max()) + 1 if len(r.sentence) else 0 for r in rows])])
+    sentence = np.concatenate([r.sentence + sent_starts[k] for k, r in enumerate(rows)])
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    logits = model(t(ids), t(types), t(mask), t(np.concatenate([r.features for r in rows])), t(widx), int(starts[-1]))
+    logits = model(t(ids), t(types), t(mask), t(np.concatenate([r.features for r in rows])), t(widx), int(starts[-1]),
+                   t(sentence))
     return [logits[starts[k]:starts[k + 1]] for k in range(len(rows))]
 
 
@@ -310,9 +315,46 @@ def graph_labels(row: Row, rate: float) -> np.ndarray:
     return select_words(scored.scores, scored.protected, row.costs, budget)
 
 
+def reward_best_labels(row: Row, rate: float) -> np.ndarray:
+    """The best of a few candidate masks under the evaluator-free rewards: the best samples of the rewards.
+
+    Candidates: the graph policy's mask, and for a qa row, the graph's mask with one answer-bearing sentence
+    forced in (the rest of the budget filled in the graph's order), one candidate per such sentence. Each is
+    scored ``answer_span + compression`` (the recipe's own reward functions, at ``rate``) and the best kept,
+    ties to the graph's. For math rows (no answer span) this is the graph's mask.
+    """
+    from rlpc_core import select_words
+    from rlpc_core.graph import score_words, word_features
+    from rlpc_core.rewards import answer_span_score, answer_survives, compression_score
+    from rlpc_core.words import join_kept
+
+    scored = score_words(row.tokens, query=row.query)
+    budget = max(1, int(round(rate * row.original_tokens)))
+    base = select_words(scored.scores, scored.protected, row.costs, budget)
+    if row.example.task != "qa":
+        return base
+    answers = list(row.example.answers)
+    sentence = word_features(row.tokens).sentence
+    candidates = [base]
+    for sid in np.unique(sentence):
+        inside = sentence == sid
+        if answer_survives(" ".join(t for t, k in zip(row.tokens, inside) if k), answers):
+            candidates.append(select_words(scored.scores, scored.protected | inside, row.costs, budget))
+
+    def value(mask: np.ndarray) -> float:
+        ratio = float(row.costs[mask].sum()) / max(1, row.original_tokens)
+        return answer_span_score(join_kept(row.words, mask), answers) + compression_score(ratio, rate)
+
+    return max(candidates, key=value)  # max keeps the first of equals: the graph's mask
+
+
+WARMUP_LABELS = {"graph": graph_labels, "reward-best": reward_best_labels}
+
+
 def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Supervised warm-up: binary cross-entropy of the policy's keep probabilities (at the calibrated offset)
-    against the graph policy's keep masks at each target rate; protected words excluded."""
+    against target masks at each rate (``extractive.warmup_labels``: the graph policy's, or the best of a few
+    candidates under the rewards); protected words excluded."""
     import torch
     from tqdm.auto import tqdm
 
@@ -323,7 +365,8 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     model, tok = fresh_model(recipe, device)
     rows = prepare_rows(examples, tok, recipe)
     rates = recipe.extractive.rates
-    labels = {(i, r): graph_labels(row, r) for i, row in enumerate(rows) for r in rates}
+    make_labels = WARMUP_LABELS[recipe.extractive.warmup_labels]
+    labels = {(i, r): make_labels(row, r) for i, row in enumerate(rows) for r in rates}
     s = recipe.sft
     per_epoch = math.ceil(len(rows) / s.batch_size)
     total = s.max_steps or max(1, int(round(s.epochs * per_epoch)))
@@ -366,12 +409,12 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     model.eval()
     save_compressor_folder(model, recipe, out)
     summary = {"recipe_name": recipe.name, "policy_kind": "extractive", "base_model": recipe.policy.model,
-               "labels": f"graph policy keep masks at rates {list(rates)}", "rows": len(rows), "steps": total,
+               "labels": f"{recipe.extractive.warmup_labels} masks at rates {list(rates)}", "rows": len(rows), "steps": total,
                "train_loss": float(np.mean(losses[-max(1, per_epoch):])), "train_seconds": round(time.time() - started, 1),
                "seed": recipe.seed, "command": " ".join(sys.argv)}
     write_json(out / "sft_summary.json", summary)
     write_text(out / "README.md", f"# rlpc extractive warm-up: {recipe.name}\n\nLoRA adapter + head over "
-               f"`{recipe.policy.model}`, trained {total} steps to reproduce the graph policy's keep masks "
+               f"`{recipe.policy.model}`, trained {total} steps on {recipe.extractive.warmup_labels} keep masks "
                f"({len(rows)} rows, rates {list(rates)}, seed {recipe.seed}); final loss {summary['train_loss']:.4f}. "
                "A starting point for `python -m training.grpo --init <this folder>`, not a measured compressor.\n")
     return summary

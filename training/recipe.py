@@ -506,8 +506,10 @@ class ExtractiveSection(_Section):
     max_length: int = 512
     #: Gradient-norm clip.
     max_grad_norm: float = 1.0
-    #: Warm-up (``python -m training.sft``) labels: the graph policy's keep mask at each of ``rates``.
-    warmup_labels: str = "graph"
+    #: Warm-up (``python -m training.sft``) target masks at each of ``rates``: ``graph`` (the graph policy's) or
+    #: ``reward-best`` (the best of the graph's mask and, for qa rows, the graph's mask with an answer-bearing
+    #: sentence forced in, under the answer_span and compression rewards: the best samples of the rewards).
+    warmup_labels: str = "reward-best"
 
     def __post_init__(self) -> None:
         if not self.rates:
@@ -521,7 +523,7 @@ class ExtractiveSection(_Section):
         if self.max_length > 512:
             _fail("extractive.max_length", self.max_length, "exceeds MiniLM's 512 positions", "use 512 or less")
         _positive("extractive.max_grad_norm", self.max_grad_norm, "use e.g. 1.0")
-        _choice("extractive.warmup_labels", self.warmup_labels, ("graph",))
+        _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph"))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from .base import WordScores
 
 WEIGHTS_JSON = "extractive.json"
 WEIGHTS_FILE = "extractive.safetensors"
-WEIGHTS_FORMAT = "rlpc-extractive/1"
+WEIGHTS_FORMAT = "rlpc-extractive/2"  # 2: graph-prior head (scale, sentence share)
 #: The trained head + adapter shipped in the package (see its README.md, the model card).
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "extractive-minilm"
 #: Per-word features, in the order the head reads them.
@@ -44,8 +44,10 @@ FEATURES = ("graph_log_score", "graph_rank", "is_number", "is_stopword", "is_que
 
 # ---------------------------------------------------------------- features and encoding (no torch)
 
-def word_feature_matrix(words: Sequence[str], graph: GraphConfig, query: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(features [n, len(FEATURES)] float32, protected [n] bool)``: the graph's view of every word."""
+def word_feature_matrix(words: Sequence[str], graph: GraphConfig,
+                        query: Optional[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [n, len(FEATURES)] float32, protected [n] bool, sentence [n] int64)``: the graph's view of
+    every word (feature 0 is the graph's log-score, the model's prior) and the sentence each word is in."""
     n = len(words)
     scored = score_words(words, graph, query=query)
     feats = word_features(words)
@@ -59,7 +61,7 @@ def word_feature_matrix(words: Sequence[str], graph: GraphConfig, query: Optiona
         np.log(scores), rank, feats.is_number, feats.is_stop & ~negation, in_query, feats.in_question,
         np.arange(n) / max(1, n - 1), feats.is_entity,
     ], axis=1).astype(np.float32)
-    return out, scored.protected
+    return out, scored.protected, feats.sentence.astype(np.int64)
 
 
 @dataclass
@@ -131,33 +133,67 @@ def encode(tokenizer: Any, words: Sequence[str], query: Optional[str], *, max_le
 # ---------------------------------------------------------------- the model (torch, imported lazily)
 
 def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int = 128) -> Any:
-    """The keep/drop scorer: ``encoder`` (a BertModel) + an MLP over [piece state; word features]."""
+    """The keep/drop scorer: ``encoder`` (a BertModel) + a head over [piece state; word features].
+
+    A word's logit is the importance graph's log-score (feature 0) times a learned scale, plus a learned
+    residual: the head's MLP output, averaged over the word's pieces and pulled towards its sentence's mean
+    (a learned share; keeping whole relevant sentences keeps answer spans intact). The MLP's last layer starts
+    at zero, so an untrained model ranks words exactly as the graph policy does: training can only move it from
+    the training-free baseline, never start below it.
+    """
     import torch
     from torch import nn
+
+    class Head(nn.Module):
+        def __init__(self, hidden: int) -> None:
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Linear(hidden + n_features, head_dim), nn.GELU(), nn.Linear(head_dim, 1))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
+            self.prior_scale = nn.Parameter(torch.ones(()))  # weight of the graph's log-score
+            self.sentence_share = nn.Parameter(torch.zeros(()))  # sigmoid -> share of the sentence mean (0.5)
 
     class WordKeepModel(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
-            hidden = encoder.config.hidden_size
-            self.head = nn.Sequential(nn.Linear(hidden + n_features, head_dim), nn.GELU(), nn.Linear(head_dim, 1))
+            self.head = Head(encoder.config.hidden_size)
             self.n_features, self.head_dim = n_features, head_dim
 
-        def forward(self, input_ids, token_type_ids, attention_mask, features, word_index, n_words: int):
-            """Word logits ``[n_words]``: pieces of ``word_index`` ``w`` (global over the batch) averaged."""
+        def forward(self, input_ids, token_type_ids, attention_mask, features, word_index, n_words: int,
+                    word_sentence):
+            """Word logits ``[n_words]``; ``word_index`` maps pieces to words and ``word_sentence`` words to
+            sentences, both numbered over the whole batch (every word's pieces in this batch)."""
+            residual = self.residual(input_ids, token_type_ids, attention_mask, features, word_index, n_words)
+            return self.combine(residual, features, word_sentence)
+
+        def residual(self, input_ids, token_type_ids, attention_mask, features, word_index, n_words: int):
+            """The MLP's per-word output (mean over its pieces); 0 for words without pieces in this batch."""
             states = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
                                   attention_mask=attention_mask).last_hidden_state
             at = word_index >= 0
-            piece_states = states[at]
             piece_words = word_index[at]
-            piece_logits = self.head(torch.cat([piece_states, features[piece_words]], dim=-1)).squeeze(-1)
-            sums = torch.zeros(n_words, dtype=piece_logits.dtype, device=piece_logits.device)
-            sums = sums.index_add(0, piece_words, piece_logits)
-            counts = torch.zeros(n_words, dtype=piece_logits.dtype, device=piece_logits.device)
-            counts = counts.index_add(0, piece_words, torch.ones_like(piece_logits))
-            return sums / counts.clamp(min=1.0)
+            piece_out = self.head.mlp(torch.cat([states[at], features[piece_words]], dim=-1)).squeeze(-1)
+            return _segment_mean(piece_out, piece_words, n_words)
+
+        def combine(self, residual, features, word_sentence):
+            """Graph prior + the residual pulled towards its sentence's mean (over all the sentence's words)."""
+            n_sent = int(word_sentence.max()) + 1 if word_sentence.numel() else 0
+            sent_mean = _segment_mean(residual, word_sentence, n_sent)[word_sentence]
+            share = torch.sigmoid(self.head.sentence_share)
+            residual = (1 - share) * residual + share * sent_mean
+            return self.head.prior_scale * features[:, 0].to(residual.dtype) + residual
 
     return WordKeepModel()
+
+
+def _segment_mean(values: Any, segments: Any, n: int) -> Any:
+    """Mean of ``values`` per segment id (``0..n-1``); empty segments are 0."""
+    import torch
+
+    sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, segments, values)
+    counts = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, segments, torch.ones_like(values))
+    return sums / counts.clamp(min=1.0)
 
 
 def load_encoder(spec: str) -> tuple[Any, Any]:
@@ -327,16 +363,20 @@ class ExtractivePolicyModel:
 
         model, tok, info = self._load()
         max_length = min(self.config.max_length, info.max_length)
-        feats, protected, encs = [], [], []
+        feats, protected, sentences, encs = [], [], [], []
+        n_sent = 0
         for words, query in zip(docs, queries):
-            f, p = word_feature_matrix(words, self.graph, query)
+            f, p, sent = word_feature_matrix(words, self.graph, query)
             feats.append(f)
             protected.append(p)
+            sentences.append(sent + n_sent)  # one sentence numbering over the batch
+            n_sent += int(sent.max()) + 1 if len(sent) else 0
             encs.append(encode(tok, words, query, max_length=max_length, query_max_tokens=self.config.query_max_tokens))
         starts = np.concatenate([[0], np.cumsum([len(w) for w in docs])]).astype(np.int64)
         total = int(starts[-1])
-        logits = np.zeros(total, dtype=np.float64)
+        residual = torch.zeros(total, dtype=torch.float32)
         feats_t = torch.from_numpy(np.concatenate(feats) if total else np.zeros((0, len(FEATURES)), np.float32))
+        sent_t = torch.from_numpy(np.concatenate(sentences) if total else np.zeros(0, np.int64))
         chunks = [(d, c) for d, e in enumerate(encs) for c in range(e.input_ids.shape[0])]
         chunks.sort(key=lambda dc: int(encs[dc[0]].attention_mask[dc[1]].sum()))  # similar lengths batch together
         bs = self.config.batch_size
@@ -345,10 +385,12 @@ class ExtractivePolicyModel:
                 ids, types, mask, widx = stack_chunks([(encs[d], c, starts[d]) for d, c in chunks[lo:lo + bs]])
                 if not (widx >= 0).any():
                     continue
-                out = model(torch.from_numpy(ids), torch.from_numpy(types), torch.from_numpy(mask), feats_t,
-                            torch.from_numpy(widx), total)
-                seen = np.unique(widx[widx >= 0])
-                logits[seen] = out.numpy()[seen]
+                widx_t = torch.from_numpy(widx)
+                out = model.residual(torch.from_numpy(ids), torch.from_numpy(types), torch.from_numpy(mask), feats_t,
+                                     widx_t, total)
+                seen = torch.unique(widx_t[widx_t >= 0])
+                residual[seen] = out[seen]  # each word's pieces sit in one chunk, so in one batch
+            logits = model.combine(residual, feats_t, sent_t).double().numpy() if total else np.zeros(0)
         return [WordScores(logits[starts[d]:starts[d + 1]], protected[d]) for d in range(len(docs))]
 
 
