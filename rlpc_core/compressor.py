@@ -102,6 +102,9 @@ class Compressor:
         policy = self.policy
         if isinstance(policy, ExtractivePolicy):
             return policy
+        return self._graph_policy()
+
+    def _graph_policy(self):
         with self._lock:
             if self._fallback_policy is None:
                 self._fallback_policy = make_policy("graph", self.config)
@@ -264,10 +267,15 @@ class Compressor:
         try:
             scored = policy.score(job.words.tokens, query=job.query)
         except Exception as err:
+            reason = f"{policy.name} raised {type(err).__name__}: {err}"
+            if policy.name != "graph":  # a trained policy that fails: the training-free graph still compresses
+                log.warning("policy %s failed, falling back to the graph policy", policy.name, exc_info=True)
+                return self._extract(job, self._graph_policy(), counter, fallback=reason)
             log.warning("policy %s failed; returning the prompt uncompressed", policy.name, exc_info=True)
             keep = np.ones(len(job.words), dtype=bool)
+            reason = f"{fallback}; then {reason}" if fallback else reason
             return job.result(keep, job.clean, job.original, "none", True, counter,
-                              fallback=f"{policy.name} raised {type(err).__name__}: {err}; prompt left uncompressed")
+                              fallback=f"{reason}; prompt left uncompressed")
         return self._select(job, scored, policy, counter, fallback=fallback)
 
     def _select(self, job: "_Job", scored, policy, counter: TokenCounter, shared_seconds: Optional[float] = None,

@@ -298,3 +298,13 @@ def test_an_untrained_policy_selects_exactly_what_the_graph_selects(tmp_path):
         q = e.question if e.task == "qa" else None
         for rate in (0.33, 0.5):
             assert ours.compress(e.text, rate=rate, query=q).kept == graph.compress(e.text, rate=rate, query=q).kept
+
+
+def test_missing_weights_fall_back_to_the_graph_and_say_why(tmp_path):
+    from rlpc_core import Compressor
+
+    c = Compressor(policy="extractive", extractive={"weights": str(tmp_path / "nowhere")}, tokenizer="words")
+    text = "Tom bought 3 boxes of pencils for $12 each at the store near his school. How much did he spend?"
+    r = c.compress(text, rate=0.5)
+    assert r.method == "graph" and "weights not found" in r.fallback and "training.grpo" in r.fallback
+    assert r.text == Compressor(policy="graph", tokenizer="words").compress(text, rate=0.5).text

@@ -322,9 +322,15 @@ class ExtractivePolicyModel:
     def __init__(self, config: CompressorConfig, checkpoint: Optional[str] = None) -> None:
         self.config: ExtractiveConfig = config.extractive
         self.graph = config.graph
-        self.folder = _weights_folder(self.config, checkpoint)
+        self.checkpoint = checkpoint
         self._loaded: Optional[tuple[Any, Any, WeightsInfo]] = None
         self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        """Where the weights are; resolved on use, so a missing folder is a failed compression (which the
+        compressor answers with the graph policy, saying why), not a failed construction."""
+        return _weights_folder(self.config, self.checkpoint)
 
     def _load(self) -> tuple[Any, Any, WeightsInfo]:
         with self._lock:
