@@ -290,7 +290,7 @@ def test_an_untrained_policy_selects_exactly_what_the_graph_selects(tmp_path):
     from training.extractive import fresh_model, save_compressor_folder
     from training.recipe import load_recipe
 
-    recipe = load_recipe("minilm-extractive")
+    recipe = load_recipe("minilm-extractive", ["extractive.prior_sentence_share=0.0"])  # no sentence pooling
     model, _ = fresh_model(recipe, "cpu")
     save_compressor_folder(model.eval(), recipe, tmp_path)
     ours, graph = Compressor.from_pretrained(tmp_path), Compressor(policy="graph")

@@ -235,7 +235,8 @@ def fresh_model(recipe: Recipe, device: str) -> tuple[Any, Any]:
         add_lora(encoder, lora.target_modules, lora.r, lora.alpha, lora.dropout)
     except ValueError as err:
         raise TrainingError(f"policy.lora.target_modules: {err}") from None
-    model = build_model(encoder, head_dim=recipe.extractive.head_dim)
+    model = build_model(encoder, head_dim=recipe.extractive.head_dim,
+                        prior_sentence_share=recipe.extractive.prior_sentence_share)
     return model.to(device), tok
 
 
@@ -249,6 +250,8 @@ def weights_info(recipe: Recipe) -> Any:
 
 
 def load_trainable(folder: Path, device: str) -> tuple[Any, Any]:
+    import torch
+
     from rlpc_core.policies.extractive import has_weights, load_model
 
     if not has_weights(folder):
@@ -258,7 +261,8 @@ def load_trainable(folder: Path, device: str) -> tuple[Any, Any]:
     model, tok, _ = load_model(folder, merge=False)
     model.encoder.requires_grad_(False)
     for name, p in model.named_parameters():
-        p.requires_grad_(name.endswith(("lora_A", "lora_B")) or name.startswith("head."))
+        # a prior share saved as -inf (exactly the graph's ranking) stays fixed: its gradient is 0 anyway
+        p.requires_grad_((name.endswith(("lora_A", "lora_B")) or name.startswith("head.")) and bool(torch.isfinite(p).all()))
     return model.to(device), tok
 
 

@@ -502,6 +502,9 @@ class ExtractiveSection(_Section):
     update_epochs: int = 2
     #: Hidden width of the head's MLP over [encoder state; graph features].
     head_dim: int = 128
+    #: Starting share of the sentence mean in the graph prior of a fresh head (learned from there; 0 = the graph
+    #: policy's own ranking).
+    prior_sentence_share: float = 0.0
     #: Encoder window during training (word pieces); inference uses ``ExtractiveConfig.max_length`` up to this.
     max_length: int = 512
     #: Gradient-norm clip.
@@ -523,6 +526,7 @@ class ExtractiveSection(_Section):
         if self.max_length > 512:
             _fail("extractive.max_length", self.max_length, "exceeds MiniLM's 512 positions", "use 512 or less")
         _positive("extractive.max_grad_norm", self.max_grad_norm, "use e.g. 1.0")
+        _between("extractive.prior_sentence_share", self.prior_sentence_share, 0.0, 1.0, "use e.g. 0.7", hi_open=True)
         _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph"))
 
 

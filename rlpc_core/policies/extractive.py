@@ -19,6 +19,7 @@ trained default ships inside the package (:data:`EMBEDDED_WEIGHTS`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import warnings
@@ -132,14 +133,16 @@ def encode(tokenizer: Any, words: Sequence[str], query: Optional[str], *, max_le
 
 # ---------------------------------------------------------------- the model (torch, imported lazily)
 
-def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int = 128) -> Any:
+def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int = 128,
+                prior_sentence_share: float = 0.0) -> Any:
     """The keep/drop scorer: ``encoder`` (a BertModel) + a head over [piece state; word features].
 
-    A word's logit is the importance graph's log-score (feature 0) times a learned scale, plus a learned
-    residual: the head's MLP output, averaged over the word's pieces and pulled towards its sentence's mean
-    (a learned share; keeping whole relevant sentences keeps answer spans intact). The MLP's last layer starts
-    at zero, so an untrained model ranks words exactly as the graph policy does: training can only move it from
-    the training-free baseline, never start below it.
+    A word's logit is a prior from the importance graph, ``scale * ((1 - s) * g + s * sentence_mean(g))`` with
+    ``g`` the graph's log-score (feature 0), plus a learned residual: the head's MLP output, averaged over the
+    word's pieces and pulled towards its sentence's mean too. Both shares are learned; pooling over sentences
+    keeps whole relevant sentences, and so answer spans, intact (a dropped "the" breaks "the Seine river"). The
+    MLP's last layer starts at zero: an untrained model ranks words by the prior alone, which with
+    ``prior_sentence_share=0`` is exactly the graph policy's ranking.
     """
     import torch
     from torch import nn
@@ -151,6 +154,11 @@ def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int 
             nn.init.zeros_(self.mlp[2].weight)
             nn.init.zeros_(self.mlp[2].bias)
             self.prior_scale = nn.Parameter(torch.ones(()))  # weight of the graph's log-score
+            share = min(max(prior_sentence_share, 1e-4), 1 - 1e-4)
+            # sigmoid -> share of the sentence mean in the prior (exactly 0 when asked for 0: the graph's ranking)
+            self.prior_share = nn.Parameter(torch.tensor(float("-inf") if prior_sentence_share == 0 else
+                                                         math.log(share / (1 - share))),
+                                            requires_grad=prior_sentence_share != 0)
             self.sentence_share = nn.Parameter(torch.zeros(()))  # sigmoid -> share of the sentence mean (0.5)
 
     class WordKeepModel(nn.Module):
@@ -177,12 +185,15 @@ def build_model(encoder: Any, *, n_features: int = len(FEATURES), head_dim: int 
             return _segment_mean(piece_out, piece_words, n_words)
 
         def combine(self, residual, features, word_sentence):
-            """Graph prior + the residual pulled towards its sentence's mean (over all the sentence's words)."""
+            """The graph prior and the residual, each pulled towards its sentence's mean (over all its words)."""
             n_sent = int(word_sentence.max()) + 1 if word_sentence.numel() else 0
-            sent_mean = _segment_mean(residual, word_sentence, n_sent)[word_sentence]
-            share = torch.sigmoid(self.head.sentence_share)
-            residual = (1 - share) * residual + share * sent_mean
-            return self.head.prior_scale * features[:, 0].to(residual.dtype) + residual
+
+            def pooled(x, share_logit):
+                share = torch.sigmoid(share_logit)
+                return (1 - share) * x + share * _segment_mean(x, word_sentence, n_sent)[word_sentence]
+
+            prior = pooled(features[:, 0].to(residual.dtype), self.head.prior_share)
+            return self.head.prior_scale * prior + pooled(residual, self.head.sentence_share)
 
     return WordKeepModel()
 
