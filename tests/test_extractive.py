@@ -308,3 +308,10 @@ def test_missing_weights_fall_back_to_the_graph_and_say_why(tmp_path):
     r = c.compress(text, rate=0.5)
     assert r.method == "graph" and "weights not found" in r.fallback and "training.grpo" in r.fallback
     assert r.text == Compressor(policy="graph", tokenizer="words").compress(text, rate=0.5).text
+
+
+def test_unscaled_advantages_keep_the_size_of_the_differences():
+    r = np.array([[1.0, 1.0, 1.0, 1.01], [0.0, 2.0, 0.0, 2.0]])
+    a = group_advantages(r, scale=False)
+    assert np.allclose(a.sum(axis=1), 0) and abs(a[0]).max() < 0.01 and abs(a[1]).max() == 1.0
+    assert abs(group_advantages(r)[0]).max() > 1  # scaled, noise pulls as hard as signal

@@ -90,13 +90,17 @@ def sample_masks(logits: np.ndarray, offset: float, protected: np.ndarray, g: in
     return masks
 
 
-def group_advantages(rewards: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-    """GRPO's advantages: each row (one prompt's group) centred on its mean and scaled by its std (ddof 1, as trl).
+def group_advantages(rewards: np.ndarray, eps: float = 1e-4, scale: bool = True) -> np.ndarray:
+    """GRPO's advantages: each row (one prompt's group) centred on its mean and, with ``scale``, divided by its
+    std (ddof 1, as trl). ``scale=False`` is Dr. GRPO's form: a group whose masks differ only by noise (every
+    mask keeps the answer, say) then pulls as little as its rewards differ, instead of as hard as any other.
 
     A group whose rewards are all equal carries no signal: its advantages are 0.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     mean = rewards.mean(axis=1, keepdims=True)
+    if not scale:
+        return rewards - mean
     std = rewards.std(axis=1, ddof=1, keepdims=True) if rewards.shape[1] > 1 else np.zeros_like(mean)
     return (rewards - mean) / (std + eps)
 
@@ -526,7 +530,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
             ref_offsets.append(keep_offset(ref_logits[i], row.costs, free, room))
     metrics: dict[str, Any] = {"rate": rate}
     rewards = score_masks(bank, rate, batch, masks, metrics)
-    adv = group_advantages(rewards)
+    adv = group_advantages(rewards, scale=x.scale_rewards)
     metrics["reward"] = float(rewards.mean())
     metrics["reward_std"] = float(rewards.std(axis=1, ddof=1).mean())
     metrics["compression_ratio"] = _ratio(batch, masks)

@@ -500,6 +500,8 @@ class ExtractiveSection(_Section):
     clip_epsilon: float = 0.2
     #: Passes over each step's samples (trl's ``num_iterations``): above 1, the clip starts to matter.
     update_epochs: int = 2
+    #: Divide each group's centred rewards by their std (GRPO, trl's ``scale_rewards``) or not (Dr. GRPO).
+    scale_rewards: bool = True
     #: Hidden width of the head's MLP over [encoder state; graph features].
     head_dim: int = 128
     #: Starting share of the sentence mean in the graph prior of a fresh head (learned from there; 0 = the graph
