@@ -315,3 +315,20 @@ def test_unscaled_advantages_keep_the_size_of_the_differences():
     a = group_advantages(r, scale=False)
     assert np.allclose(a.sum(axis=1), 0) and abs(a[0]).max() < 0.01 and abs(a[1]).max() == 1.0
     assert abs(group_advantages(r)[0]).max() > 1  # scaled, noise pulls as hard as signal
+
+
+def test_the_shipped_checkpoint_is_small_documented_and_loads():
+    from rlpc_core import Compressor
+    from rlpc_core.policies.extractive import EMBEDDED_WEIGHTS, WEIGHTS_FILE, WeightsInfo
+
+    assert (EMBEDDED_WEIGHTS / WEIGHTS_FILE).stat().st_size <= 10 * 2**20  # head + adapter only
+    info = WeightsInfo.read(EMBEDDED_WEIGHTS)
+    assert info.base_model == "all-minilm-l6-v2"
+    card = (EMBEDDED_WEIGHTS / "README.md").read_text()
+    assert "minilm-extractive" in card and "seed" in card and "held-out" in card.lower()
+    c = Compressor(policy="extractive")  # the embedded weights
+    text = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region "
+            "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway.")
+    r = c.compress(text, rate=0.5, query="Which region is named after the Normans?")
+    assert r.method == "extractive" and r.fallback is None and r.budget_met and r.protected_ok
+    assert "10th" in r.text and "11th" in r.text  # numbers are protected

@@ -14,7 +14,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 CURVES = "reward_curves.png"
 LOG = "log.jsonl"
@@ -161,7 +161,8 @@ def eval_markdown(metrics_path: Path) -> str:
 
 # ---------------------------------------------------------------- the card
 
-def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any], eval_path: Optional[Path]) -> str:
+def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
+               eval_path: Union[Path, Sequence[Path], None]) -> str:
     rows = read_log(Path(run_dir) / LOG)
     first, final = first_means(rows), final_means(rows)
     reward_keys = [k for k in final if k.startswith("rewards/")] + [k for k in ("reward", "compression_ratio", "kl",
@@ -169,8 +170,9 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any], eval_pa
     table = ["| quantity | first 10 logged steps | last 10 logged steps |", "|---|---:|---:|"]
     for key in reward_keys:
         table.append(f"| {key} | {_fmt(first.get(key))} | {_fmt(final.get(key))} |")
-    if eval_path is not None:
-        held_out = eval_markdown(eval_path)
+    eval_paths = [eval_path] if isinstance(eval_path, (str, Path)) else list(eval_path or [])
+    if eval_paths:
+        held_out = "\n\n".join(eval_markdown(p) for p in eval_paths)
     else:
         held_out = ("**Not measured yet.** Training rewards above are on training questions; they are not a "
                     "quality claim. Measure on held-out GSM8K test questions, then regenerate this card:\n\n"
@@ -201,7 +203,7 @@ Reward means (training questions; `rewards/*` are the raw per-reward means trl l
 `lambda` the fidelity constraint's multiplier):
 
 {chr(10).join(table)}
-
+{_rate_note(s)}
 ![reward curves]({CURVES})
 
 ## Held-out results
@@ -215,6 +217,13 @@ Reward means (training questions; `rewards/*` are the raw per-reward means trl l
 {recipe_yaml.rstrip()}
 ```
 """
+
+
+def _rate_note(s: dict[str, Any]) -> str:
+    if not isinstance(s.get("target_rate"), (list, tuple)):
+        return ""
+    return ("\nEach step draws one of the rates for all its prompts, so these means mix rates (compare the "
+            "compression ratio of the two windows): the held-out results below are the before/after comparison.\n")
 
 
 def _rates(rate: Any) -> str:
@@ -266,7 +275,7 @@ result = compressor.compress(prompt, rate={s.get('target_rate')})  # falls back 
 """
 
 
-def write_card(run_dir: Path, eval_results: Optional[Path] = None) -> Path:
+def write_card(run_dir: Path, eval_results: Union[Path, Sequence[Path], None] = None) -> Path:
     """(Re)write ``RUN_DIR/README.md`` and the curves from the run's log, summary and recipe."""
     from training.common import write_text
 
@@ -278,7 +287,9 @@ def write_card(run_dir: Path, eval_results: Optional[Path] = None) -> Path:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     recipe_yaml = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
     plot_reward_curves(read_log(run_dir / LOG), run_dir / CURVES, title=summary.get("recipe_name", ""))
-    card = model_card(run_dir, recipe_yaml, summary, find_eval_results(run_dir, eval_results))
+    given = [eval_results] if isinstance(eval_results, (str, Path)) else list(eval_results or [None])
+    found = [find_eval_results(run_dir, g) for g in given]
+    card = model_card(run_dir, recipe_yaml, summary, [f for f in found if f is not None])
     write_text(run_dir / "README.md", card)
     return run_dir / "README.md"
 
@@ -286,8 +297,9 @@ def write_card(run_dir: Path, eval_results: Optional[Path] = None) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.card", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="the --out folder of python -m training.grpo")
-    p.add_argument("--eval-results", type=Path, default=None,
-                   help="metrics.json of python -m training.evaluate (default: RUN_DIR/eval/metrics.json if present)")
+    p.add_argument("--eval-results", type=Path, action="append", default=None,
+                   help="metrics.json of python -m training.evaluate (repeatable; default: RUN_DIR/eval/metrics.json "
+                        "if present)")
     args = p.parse_args(argv)
     try:
         path = write_card(args.run_dir, args.eval_results)

@@ -191,11 +191,20 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def command_line() -> str:
+    """The command as a user would type it again: ``python -m training.<module> ARGS`` (sys.argv[0] is a path)."""
+    import shlex
+    import sys
+
+    module = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "?"
+    return " ".join(["python -m", f"training.{module}", *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def say(message: str) -> None:
     if is_main_process():
         print(message, flush=True)
 
 
 __all__ = ["BUDGET_TOKENIZER", "PromptBuilder", "TrainingError", "check_init", "check_target_modules", "gold_of",
-           "is_main_process", "load_policy", "lora_config", "policy_device", "quiet_libraries", "save_compressor",
+           "is_main_process", "command_line", "load_policy", "lora_config", "policy_device", "quiet_libraries", "save_compressor",
            "say", "training_examples", "write_json", "write_text"]

@@ -44,8 +44,8 @@ import numpy as np
 from training.card import CURVES, LOG, SUMMARY, plot_reward_curves, read_log
 from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
                                   rotate)
-from training.common import (BUDGET_TOKENIZER, TrainingError, gold_of, policy_device, say, training_examples,
-                             write_json, write_text)
+from training.common import (BUDGET_TOKENIZER, command_line, gold_of, policy_device, say, training_examples,
+                             TrainingError, write_json, write_text)
 from training.recipe import Recipe
 
 STATE_FILE = "trainer_state.json"  # the name training.checkpoints looks for in a complete checkpoint
@@ -419,7 +419,7 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     summary = {"recipe_name": recipe.name, "policy_kind": "extractive", "base_model": recipe.policy.model,
                "labels": f"{recipe.extractive.warmup_labels} masks at rates {list(rates)}", "rows": len(rows), "steps": total,
                "train_loss": float(np.mean(losses[-max(1, per_epoch):])), "train_seconds": round(time.time() - started, 1),
-               "seed": recipe.seed, "command": " ".join(sys.argv)}
+               "seed": recipe.seed, "command": command_line()}
     write_json(out / "sft_summary.json", summary)
     write_text(out / "README.md", f"# rlpc extractive warm-up: {recipe.name}\n\nLoRA adapter + head over "
                f"`{recipe.policy.model}`, trained {total} steps on {recipe.extractive.warmup_labels} keep masks "
@@ -676,7 +676,7 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
         "device": device, "train_seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / max(1, g.steps - start), 3),
         "final_means": final_means(read_log(log_path)), "lambda": bank.constraint.lam if bank.constraint else None,
-        "versions": f"torch {torch.__version__}", "command": " ".join(sys.argv),
+        "versions": f"torch {torch.__version__}", "command": command_line(),
     }
     write_json(out / SUMMARY, summary)
     plot_reward_curves(read_log(log_path), out / CURVES, title=recipe.name)

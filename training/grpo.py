@@ -44,9 +44,9 @@ from typing import Any, Callable, Optional, Sequence
 from training.card import LOG, SUMMARY, write_card
 from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
                                   rotate)
-from training.common import (PromptBuilder, TrainingError, gold_of, is_main_process, load_policy, lora_config,
-                             policy_device, quiet_libraries, save_compressor, say, training_examples, write_json,
-                             write_text)
+from training.common import (command_line, gold_of, is_main_process, load_policy, lora_config, policy_device,
+                             PromptBuilder, quiet_libraries, save_compressor, say, training_examples,
+                             TrainingError, write_json, write_text)
 from training.data import DataError
 from training.recipe import Recipe, RecipeError, add_recipe_arguments, parse_yaml, recipe_from_args
 
@@ -266,7 +266,7 @@ def prepare_folder(out: Path, recipe: Recipe, init: Optional[Path], resume_from:
     (out / "rlpc.json").unlink(missing_ok=True)
     write_text(out / "recipe.yaml", recipe.to_yaml())
     write_json(out / RUN_FILE, {"init": str(init) if init else None, "recipe": recipe.name,
-                                "command": " ".join(sys.argv)})
+                                "command": command_line()})
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
@@ -413,7 +413,7 @@ def _summary(recipe, init, trainer, examples, funcs, weights, constraint, second
         "lambda": constraint.lam if constraint is not None else None,
         "versions": f"trl {trl.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
                     f"torch {torch.__version__}",
-        "command": " ".join(sys.argv),
+        "command": command_line(),
     }
 
 

@@ -26,8 +26,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from training.common import (PromptBuilder, TrainingError, is_main_process, load_policy, lora_config,
-                             quiet_libraries, save_compressor, say, training_examples, write_json, write_text)
+from training.common import (command_line, is_main_process, load_policy, lora_config, PromptBuilder,
+                             quiet_libraries, save_compressor, say, training_examples, TrainingError,
+                             write_json, write_text)
 from training.data import DataError
 from training.recipe import Recipe, RecipeError, add_recipe_arguments, recipe_from_args
 
@@ -195,7 +196,7 @@ def train(recipe: Recipe, out: Path, pairs_path: Optional[Path] = None) -> dict[
     summary = {"recipe_name": recipe.name, "base_model": recipe.policy.model, "pairs": stats,
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "train_seconds": round(time.time() - started, 1), "seed": recipe.seed,
-               "command": " ".join(sys.argv)}
+               "command": command_line()}
     if trainer.is_world_process_zero():
         write_json(out / "sft_summary.json", summary)
         write_text(out / "README.md", _card(recipe, summary))
