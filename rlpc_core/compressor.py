@@ -252,9 +252,9 @@ class Compressor:
             return self._extract(job, policy, counter)
         try:
             # the policy speaks words; the budget's share of tokens maps onto the same share of words
-            target_words = max(1, int(round(len(words) * budget / original)))
-            rewritten = policy.rewrite(clean, target_words=target_words, query=query)
-            reason = _reject_rewrite(clean, rewritten, spans, counter, original)
+            target_words = max(1, int(round(len(job.words) * job.budget / job.original)))
+            rewritten = policy.rewrite(job.clean, target_words=target_words, query=job.query)
+            reason = _reject_rewrite(job.clean, rewritten, job.spans, counter, job.original)
         except Exception as err:  # a rewriting model can fail in many ways; the prompt must still get through
             log.warning("policy %s failed, falling back to the graph policy", policy.name, exc_info=True)
             reason = f"{policy.name} raised {type(err).__name__}: {err}"

@@ -124,7 +124,7 @@ def test_non_string_prompt_is_a_type_error_naming_it(word_compressor, bad):
 def test_bad_config_and_unknown_policy():
     with pytest.raises(ValueError, match="unknown setting"):
         Compressor(nonsense=1)
-    with pytest.raises(ValueError, match="unknown policy .magic.: valid policies are generative, graph"):
+    with pytest.raises(ValueError, match="unknown policy .magic.: valid policies are extractive, generative, graph"):
         Compressor(policy="magic")
     with pytest.raises(TypeError, match="CompressorConfig"):
         Compressor({"policy": "graph"})
@@ -154,8 +154,16 @@ def test_a_failing_policy_returns_the_original_and_says_why(word_compressor):
 
     c._policy = Broken()
     text = "nothing here may be lost even when the policy fails badly"
+    # a trained policy that fails: the training-free graph policy compresses instead, and the result says why
+    r = c.compress(text, rate=0.5)
+    assert r.method == "graph" and "broken raised RuntimeError: model exploded" in r.fallback
+    assert r.text == Compressor(policy="graph", tokenizer="words").compress(text, rate=0.5).text
+    # when the graph fails too, the prompt comes back whole
+    c._fallback_policy = Broken()
+    c._fallback_policy.name = "graph"
     r = c.compress(text, rate=0.5)
     assert r.text == text and r.method == "none" and "model exploded" in r.fallback
+    assert "uncompressed" in r.fallback
 
 
 def test_a_bad_rewrite_falls_back_to_the_graph_policy():

@@ -444,7 +444,7 @@ def test_card_is_regenerated_with_held_out_results(grpo_run, tmp_path):
     (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
     assert card_main([str(run)]) == 0
     card = (run / "README.md").read_text()
-    assert "Not measured yet" not in card and "| graph | 0.5 | 200 | 0.490 | 1.000 | -0.120 |" in card
+    assert "Not measured yet" not in card and "| graph | 0.5 | 200 | 0.490 | 1.000 | – | -0.120 |" in card
 
 
 def test_compare_constraint_runs_both_arms(tiny, tmp_path):
