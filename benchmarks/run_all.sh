@@ -16,6 +16,7 @@ run() {  # dataset, split, rates, gen-limit, methods [, ll-limit]
   $PY -m training.evaluate --dataset "$1" --split "$2" --methods "$5" --rate "$3" --limit 200 \
     --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$4" ${6:+--ll-limit "$6"} \
     --threads 1 --seed 0 --quiet --out "benchmarks/results/$1"
+  $PY -m training.paired "benchmarks/results/$1" --reference graph  # per-row differences against the graph
 }
 generative=""
 for g in $(echo "${GENERATIVE:-runs/smollm2-sft,runs/smollm2-grpo}" | tr ',' ' '); do

@@ -261,3 +261,19 @@ def test_llmlingua_peers_in_their_own_environment(method, tmp_path):
         assert "error" not in out and out["seconds"] > 0 and out["text"].strip()
         assert len(out["text"].split()) < len(text.split())
     assert run.ready["versions"]["transformers"].startswith("4.") and run.peak_mb and run.peak_mb > 100
+
+
+def test_paired_differences_against_the_reference(tmp_path):
+    from training import paired
+
+    rows = []
+    for i in range(20):
+        for m, v in (("graph", float(i % 2)), ("mine", 1.0), ("none", 1.0)):
+            rows.append({"id": str(i), "method": m, "rate": 0.5, "task": "qa", "answer_survival": v, "ll_delta": None})
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert paired.main([str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "paired.json").read_text())["paired"]
+    assert set(out) == {"mine"}  # the reference and the no-compression baseline are not compared
+    ci = out["mine"]["0.5"]["answer_survival"]
+    assert ci["mean"] == 0.5 and (ci["wins"], ci["losses"]) == (10, 0) and ci["ci"][0] > 0
+    assert "pooled" in out["mine"] and "+0.500" in (tmp_path / "paired.md").read_text()
