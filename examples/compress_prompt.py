@@ -2,6 +2,8 @@
 
     python examples/compress_prompt.py --data ../shared/data/gsm8k/test.jsonl --field question --limit 5
     python examples/compress_prompt.py --data my_prompts.jsonl --field prompt --rate 0.4 --query-field question
+    python examples/compress_prompt.py --data ../shared/data/squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl \
+        --field context --query-field question --policy extractive    # the shipped MiniLM compressor
 
 Any JSONL file works: name the field that holds the prompt (and, optionally, a field with the question the
 prompt must still answer).
@@ -23,11 +25,15 @@ def main() -> None:
     parser.add_argument("--query-field", help="field holding the question, for question-aware compression")
     parser.add_argument("--rate", type=float, default=0.5, help="share of tokens to keep (default 0.5)")
     parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--policy", default=None, help="graph (the default), extractive, or a checkpoint folder")
     args = parser.parse_args()
     if not args.data.is_file():
         parser.error(f"--data {args.data} does not exist; pass a JSONL file")
 
-    compressor = Compressor()
+    if args.policy and Path(args.policy).is_dir():
+        compressor = Compressor.from_pretrained(args.policy)
+    else:
+        compressor = Compressor(policy=args.policy) if args.policy else Compressor()
     rows = []
     with args.data.open(encoding="utf-8") as fh:
         for line in fh:
