@@ -277,3 +277,7 @@ def test_paired_differences_against_the_reference(tmp_path):
     ci = out["mine"]["0.5"]["answer_survival"]
     assert ci["mean"] == 0.5 and (ci["wins"], ci["losses"]) == (10, 0) and ci["ci"][0] > 0
     assert "pooled" in out["mine"] and "+0.500" in (tmp_path / "paired.md").read_text()
+    # another reference writes beside the graph's comparison instead of over it
+    assert paired.main([str(tmp_path), "--reference", "mine"]) == 0
+    assert (tmp_path / "paired-vs-mine.md").is_file() and "+0.500" in (tmp_path / "paired.md").read_text()
+    assert json.loads((tmp_path / "paired-vs-mine.json").read_text())["paired"]["graph"]["0.5"]["answer_survival"]["mean"] == -0.5

@@ -6,7 +6,8 @@ Two methods measured on the same rows differ by less noise than their two confid
 takes each row's difference (method minus reference) of the task's main metric (answer survival for qa, number
 retention for math) and of the likelihood Δ, and gives its mean with a 95% bootstrap CI, per rate and pooled over
 rates, plus how many rows each side wins. Reads ``FOLDER/rows.jsonl`` (written by ``python -m training.evaluate``)
-and writes ``FOLDER/paired.json`` and ``FOLDER/paired.md``.
+and writes ``FOLDER/paired.json`` and ``FOLDER/paired.md`` (``paired-vs-REFERENCE.*`` for another reference than
+the graph, so both can sit side by side).
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"{sorted({r['method'] for r in rows})}")
     result = paired(rows, args.reference, args.seed)
     payload = {"reference": args.reference, "folder": str(args.folder), "paired": result}
-    (args.folder / "paired.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    (args.folder / "paired.md").write_text(markdown(result, args.reference, args.folder), encoding="utf-8")
-    print(f"wrote {args.folder / 'paired.json'} and paired.md")
+    stem = "paired" if args.reference == "graph" else f"paired-vs-{args.reference}"
+    (args.folder / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (args.folder / f"{stem}.md").write_text(markdown(result, args.reference, args.folder), encoding="utf-8")
+    print(f"wrote {args.folder / stem}.json and {stem}.md")
     return 0
 
 
