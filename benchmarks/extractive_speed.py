@@ -200,7 +200,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         m, t, n = key.split("|")
         if not m.startswith("extractive"):
             continue
-        for peer in ("llmlingua", "llmlingua2-arch", "graph"):
+        for peer in ("llmlingua", "llmlingua2-arch"):  # the graph is faster and has its own rows above
             other = table.get(f"{peer}|{t}|{n}")
             if other:
                 speedups[f"{m} vs {peer} @ {t} threads, {n} tokens"] = other["ms_per_1k_p50"] / entry["ms_per_1k_p50"]
@@ -214,10 +214,15 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     return {"table": table, "speedups": speedups, "scaling_exponent": scaling}
 
 
+def _shown(path: str) -> str:
+    """A weights path as a reader of the repository sees it (not the machine's checkout folder)."""
+    return path[path.index("rlpc_core/"):] if "rlpc_core/" in path else path
+
+
 def markdown(result: dict[str, Any], summary: dict[str, Any], command: str) -> str:
     table = summary["table"]
     lines = ["# Extractive compressor speed", "", f"Command: `{command}`", "",
-             f"Weights: `{result['weights']}`; QMSum transcript slices; rate {result['config']['rate']}; "
+             f"Weights: `{_shown(result['weights'])}`; QMSum transcript slices; rate {result['config']['rate']}; "
              f"{result['config']['samples']} slices per length; {result['versions']['platform']}, torch "
              f"{result['versions']['torch']}. Milliseconds of `compress()` per 1,000 input tokens, median over slices "
              "(p95 after the slash); `bare` is the encoder's forward alone over the same chunks; overhead = "
@@ -236,6 +241,8 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], command: str) -> s
               "| method | threads | b |", "|---|---:|---:|"]
     lines += [f"| `{k.split('|')[0]}` | {k.split('|')[1]} | {v:.2f} |" for k, v in summary["scaling_exponent"].items()]
     lines += ["", "## Peak memory (MB, growth during the method, model load included; peers: their worker)", "",
+              "Measured in one process in this order, so the first method also carries the process's one-time costs "
+              "(libraries, tokenizer, the base encoder's first load); the peers start from a fresh worker.", "",
               "| method | peak MB |", "|---|---:|"]
     lines += [f"| `{k}` | {v:,.0f} |" for k, v in result["peak_mb"].items() if v is not None]
     lines += ["", "## int8 against fp32 (held-out rows, answer-span survival)", "",
@@ -286,11 +293,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--peer-lengths", default="1000", help="lengths the (slow) peers are timed at")
     p.add_argument("--quality-rows", type=int, default=200)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "extractive_speed")
+    p.add_argument("--render", action="store_true", help="re-render OUT/speed.md and scaling.png from OUT/speed.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = run(args)
+    if args.render:
+        result = json.loads((args.out / "speed.json").read_text(encoding="utf-8"))
+        command = result.pop("command")
+        result.pop("summary", None)
+    else:
+        result = run(args)
+        command = "python benchmarks/extractive_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary = summarise(result)
-    command = "python benchmarks/extractive_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload = {**result, "summary": summary, "command": command}
     payload["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in payload["config"].items()}
     (args.out / "speed.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

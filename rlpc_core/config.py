@@ -169,10 +169,11 @@ class ExtractiveConfig:
     query_max_tokens: int = 64
     #: Chunks per forward pass: larger batches amortise the per-call overhead, smaller ones bound memory.
     batch_size: int = 8
-    #: ``int8``: dynamic int8 quantization of the encoder's linear layers (faster on CPUs, same quality in the
-    #: benchmark; activations are scaled per batch, so a text's scores can move slightly with what it is batched
-    #: with in ``compress_batch``); ``none``: fp32 weights, batch-invariant.
-    quantize: str = "int8"
+    #: ``none`` (default): fp32 weights, batch-invariant. ``int8``: dynamic int8 quantization of the encoder's
+    #: linear layers, 2.1x faster on one CPU core but measured 0.5-1 point lower answer survival on every held-out
+    #: set (keep masks agree on 97-98% of words; benchmarks/results/extractive_speed/speed.md), and activations are
+    #: scaled per batch, so a text's scores can move slightly with what it is batched with in ``compress_batch``.
+    quantize: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, str) or not self.weights:

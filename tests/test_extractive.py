@@ -332,3 +332,19 @@ def test_the_shipped_checkpoint_is_small_documented_and_loads():
     r = c.compress(text, rate=0.5, query="Which region is named after the Normans?")
     assert r.method == "extractive" and r.fallback is None and r.budget_met and r.protected_ok
     assert "10th" in r.text and "11th" in r.text  # numbers are protected
+
+
+def test_int8_is_opt_in_and_keeps_the_guarantees(warm):
+    from rlpc_core import Compressor
+    from rlpc_core.config import ExtractiveConfig
+
+    assert ExtractiveConfig().quantize == "none"  # fp32 by default: int8 measured slightly lower quality
+    c = Compressor.from_pretrained(warm, tokenizer="words", extractive={"quantize": "int8"})
+    text = "Ann has 4 cats and 2 dogs and she feeds them twice a day with dry food from the shop. How many pets?"
+    r = c.compress(text, rate=0.5)
+    assert r.fallback is None and r.protected_ok and {"4", "2"} <= set(r.text.split())
+    words = text.split()
+    it = iter(words)
+    assert all(w in it for w in r.text.split())  # an order-preserving subsequence
+    encoder = c.policy._load()[0].encoder
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in encoder.modules())
