@@ -281,3 +281,16 @@ def test_paired_differences_against_the_reference(tmp_path):
     assert paired.main([str(tmp_path), "--reference", "mine"]) == 0
     assert (tmp_path / "paired-vs-mine.md").is_file() and "+0.500" in (tmp_path / "paired.md").read_text()
     assert json.loads((tmp_path / "paired-vs-mine.json").read_text())["paired"]["graph"]["0.5"]["answer_survival"]["mean"] == -0.5
+
+
+def test_fallback_summary_counts_reasons_and_the_policys_own_ratio():
+    from training.evaluate import fallback_summary
+
+    rows = [{"ratio": 0.8, "fallback": None}, {"ratio": 0.6, "fallback": None},
+            {"ratio": 0.5, "fallback": "the rewrite dropped numbers: 12"},
+            {"ratio": 0.5, "fallback": "the rewrite dropped numbers: 7, 9"},
+            {"ratio": 0.5, "fallback": "generative raised RuntimeError: boom"}]
+    s = fallback_summary(rows)
+    assert s["fallbacks"] == 3 and s["ratio_without_fallback"] == pytest.approx(0.7)
+    assert s["fallback_reasons"] == {"the rewrite dropped numbers": 2, "generative raised RuntimeError": 1}
+    assert fallback_summary([{"ratio": 0.5, "fallback": "x"}])["ratio_without_fallback"] is None

@@ -37,6 +37,7 @@ import re
 import shlex
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -412,6 +413,15 @@ def _json_ready(obj: Any) -> Any:
 
 # ---------------------------------------------------------------- aggregation
 
+def fallback_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How many rows fell back to the graph policy, why (the reason before its first colon), and the ratio the
+    requested policy achieved on the rows it answered itself (a rewriter's own compression, guards aside)."""
+    reasons = Counter(r["fallback"].split(":")[0] for r in rows if r.get("fallback"))
+    own = [r["ratio"] for r in rows if not r.get("fallback")]
+    return {"fallbacks": sum(reasons.values()), "fallback_reasons": dict(reasons.most_common()),
+            "ratio_without_fallback": float(np.mean(own)) if own else None}
+
+
 def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[Method], rates: Sequence[float],
               method_info: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     out = []
@@ -431,7 +441,7 @@ def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[Method], rate
                 "tokens_saved_mean": float(np.mean([r["saved_tokens"] for r in rows])),
                 "budget_met_share": float(np.mean([r["budget_met"] for r in rows])),
                 "subsequence_share": float(np.mean([r["subsequence"] for r in rows])),
-                "fallbacks": sum(1 for r in rows if r.get("fallback")),
+                **fallback_summary(rows),
                 "number_retention": bootstrap_ci([r["number_retention"] for r in rows], seed),
                 "all_numbers_kept": _mean([None if r["number_retention"] is None else float(r["number_retention"] == 1.0)
                                            for r in rows]),

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from training.card import CURVES, LOG, SUMMARY, plot_reward_curves, read_log
-from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
-                                  rotate)
+from training.checkpoints import mark_complete, rotate
 from training.common import (BUDGET_TOKENIZER, command_line, gold_of, policy_device, say, training_examples,
                              TrainingError, write_json, write_text)
 from training.recipe import Recipe

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
-
-import numpy as np
 
 from training.evaluate import bootstrap_ci
 
