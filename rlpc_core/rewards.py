@@ -43,7 +43,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .config import check_rate
-from .evaluator import (DEFAULT_EVALUATOR, TASKS, Evaluator, answers_match, build_prompt, extract_math_answer,
+from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, Evaluator, answers_match, build_prompt, extract_math_answer,
                         get_task, qa_f1)
 from .feedback import DEFAULT_CROSS_ENCODER, FeedbackModel
 from .graph import is_number_word, lemmatize, normalize
@@ -184,7 +184,7 @@ def shared_evaluator(spec: EvaluatorSpec = DEFAULT_EVALUATOR) -> Evaluator:
     """An :class:`Evaluator` from a spec, a settings mapping (``{"model": ..., "device": "cuda"}``) or an instance."""
     if isinstance(spec, Evaluator):
         return spec
-    return _shared("evaluator", spec, Evaluator, ("model", "max_new_tokens", "batch_size", "cache", "device", "dtype"))
+    return _shared("evaluator", spec, Evaluator, EVALUATOR_SETTINGS)
 
 
 def shared_feedback(spec: FeedbackSpec = DEFAULT_CROSS_ENCODER) -> FeedbackModel:

@@ -12,6 +12,7 @@ import rlpc_core.evaluator as evaluator_module
 from rlpc_core.evaluator import (TASKS, EvalCache, Evaluator, answers_match, build_prompt, cache_key,
                                  extract_math_answer, extract_qa_answer, normalize_answer, parse_number, qa_em,
                                  qa_f1)
+from rlpc_core.backends.hf import TransformersBackend
 from rlpc_core.models import ModelError
 
 SMOL = "smollm2-135m-instruct"
@@ -89,7 +90,11 @@ def test_build_prompt_rules():
         build_prompt("math", "problem", "question?")
     with pytest.raises(ValueError, match="valid tasks are math, qa"):
         build_prompt("summarise", "x")
-    assert set(TASKS) == {"math", "qa"}
+    assert set(TASKS) == {"math", "qa", "math-fewshot", "mc"}
+    fewshot = build_prompt("math-fewshot", "Question: 1+1?\nAnswer: 2\n#### 2", "What is 2+2?")
+    assert fewshot.index("#### 2") < fewshot.index("What is 2+2?") and fewshot.endswith("Answer:")
+    with pytest.raises(ValueError, match="needs the uncompressed question"):
+        build_prompt("mc", "context only")
 
 
 def test_constructor_checks_settings_without_loading():
@@ -152,7 +157,8 @@ def test_no_cache_writes_no_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RLPC_CACHE", str(tmp_path))
     ev = Evaluator(cache=False)
     assert ev.cache is None
-    monkeypatch.setattr(Evaluator, "_generate_batch", lambda self, prompts, n: ["#### 1"] * len(prompts))
+    monkeypatch.setattr(TransformersBackend, "_generate_batch",
+                        lambda self, prompts, n, stop: [("#### 1", 3, 2, "stop")] * len(prompts))
     assert ev.answer("math", ["one"])[0].answer == 1.0
     assert not list(tmp_path.glob("*.sqlite"))
 
@@ -175,7 +181,7 @@ def test_smollm2_generates_only_new_text_and_caches(tmp_path, monkeypatch):
     def no_model(*args, **kwargs):
         raise AssertionError("the model was called for a cached prompt")
 
-    monkeypatch.setattr(Evaluator, "_generate_batch", no_model)
+    monkeypatch.setattr(TransformersBackend, "_generate_batch", no_model)
     again = Evaluator(SMOL, max_new_tokens=8, cache=cache_file).answer("math", problems)  # a new instance, same file
     assert [a.cached for a in again] == [True, True]
     assert [a.text for a in again] == [a.text for a in first]
@@ -201,8 +207,8 @@ def test_loglikelihood_masks_prompt_and_padding(tmp_path):
     alone = [ev.loglikelihood([p], [t])[0] for p, t in zip(prompts, targets)]
     assert batched == pytest.approx(alone, abs=1e-4)
     # against a plain full forward pass of one row: mean log-prob of exactly the target's tokens
-    model, tok = ev._load()
-    prefix = tok(ev._render(tok, prompts[:1])[0], add_special_tokens=False)["input_ids"]
+    model, tok = ev.backend._load()
+    prefix = tok(ev.backend.render(tok, prompts[:1])[0], add_special_tokens=False)["input_ids"]
     target = tok(targets[0], add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prefix + target])
     with torch.inference_mode():

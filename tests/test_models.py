@@ -122,7 +122,7 @@ def test_list_models_describes_every_alias():
     rows = models.list_models()
     assert [r["alias"] for r in rows] == list(EMBEDDED)
     for r in rows:
-        assert set(r) == {"alias", "kind", "description", "size_mb", "license", "pulled", "path", "optional"}
+        assert set(r) == {"alias", "kind", "description", "size_mb", "license", "pulled", "path", "optional", "formats"}
     assert {r["alias"]: r["optional"] for r in rows}["qwen2.5-coder-0.5b-instruct"] is True
 
 

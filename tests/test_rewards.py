@@ -7,6 +7,7 @@ import re
 import pytest
 
 import rlpc_core.rewards as rewards_module
+from rlpc_core.backends import Reply
 from rlpc_core.evaluator import Evaluator
 from rlpc_core.feedback import FeedbackModel
 from rlpc_core.rewards import (REWARDS, build_rewards, completion_text, compression_score, coverage_score,
@@ -256,25 +257,41 @@ def test_format_reward_scale():
 
 # ---------------------------------------------------------------- evaluator-backed rewards (fake model, real plumbing)
 
-class FakeEvaluator(Evaluator):
+class FakeBackend:
     """Answers with the first number of the problem; likelihood = minus the share of target words missing."""
+
+    identity, description = "fake", "fake reader"
+
+    def __init__(self):
+        self.generated, self.scored = [], []
+
+    def generate(self, prompts, *, max_new_tokens, stop=()):
+        self.generated += prompts
+        for i, p in enumerate(prompts):
+            body = p.split("Problem: ", 1)[-1] if "Problem: " in p else p.split("Context: ", 1)[-1].split("\n\n")[0]
+            nums = re.findall(r"\d+", body)
+            yield i, Reply(f"Thinking...\n#### {nums[0]}" if "Problem: " in p else (body.split()[0] if body else ""))
+
+    def loglikelihood(self, pairs):
+        self.scored += pairs
+        return ((i, -sum(w not in p for w in t.split()) / len(t.split())) for i, (p, t) in enumerate(pairs))
+
+
+class FakeEvaluator(Evaluator):
+    """The real Evaluator (prompts, cache, extraction) over :class:`FakeBackend`."""
 
     def __init__(self, path):
         super().__init__(cache=path)
-        self.generated, self.scored = [], []
+        self.backend = FakeBackend()
+        self.model_key = self.backend.identity
 
-    def _generate_batch(self, prompts, max_new_tokens):
-        self.generated += prompts
-        out = []
-        for p in prompts:
-            body = p.split("Problem: ", 1)[-1] if "Problem: " in p else p.split("Context: ", 1)[-1].split("\n\n")[0]
-            nums = re.findall(r"\d+", body)
-            out.append(f"Thinking...\n#### {nums[0]}" if "Problem: " in p else (body.split()[0] if body else ""))
-        return out
+    @property
+    def generated(self):
+        return self.backend.generated
 
-    def _loglikelihood_batch(self, pairs):
-        self.scored += pairs
-        return [-sum(w not in p for w in t.split()) / len(t.split()) for p, t in pairs]
+    @property
+    def scored(self):
+        return self.backend.scored
 
 
 def test_answer_agreement_with_and_without_gold(tmp_path):
