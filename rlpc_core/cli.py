@@ -1,4 +1,4 @@
-"""``rlpc`` command line: ``rlpc compress …`` and ``rlpc models list|pull``.
+"""``rlpc`` command line: ``rlpc compress …``, ``rlpc serve-reader …`` and ``rlpc models list|pull``.
 
 Exit status: 0 on success, 2 on bad usage or bad input (with a message naming the value, the rule and the fix).
 """
@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tokenizer", help="tokenizer to count tokens in (embedded alias, HF id/folder, tiktoken:NAME, words)")
     c.add_argument("--json", action="store_true", help="print every field of the result as JSON")
     c.add_argument("--example", action="store_true", help="compress a built-in GSM8K-style example and show the figures")
+
+    r = sub.add_parser("serve-reader", help="serve a reader LLM on loopback (llama.cpp's OpenAI-compatible server)",
+                       description="Serve an embedded reader or a GGUF with llama.cpp's OpenAI-compatible server; "
+                                   "evaluators and the benchmark reach it as openai:http://HOST:PORT/v1#MODEL. "
+                                   "Needs pip install 'rlpc[reader]'.")
+    from .reader_server import add_arguments
+
+    add_arguments(r)
 
     m = sub.add_parser("models", help="list or fetch the embedded models")
     msub = m.add_subparsers(dest="models_command", required=True)
@@ -151,11 +159,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "serve-reader":
+            from .reader_server import serve
+
+            serve(args.model, host=args.host, port=args.port, n_ctx=args.n_ctx, threads=args.threads,
+                  api_key_env=args.api_key_env, quiet=args.quiet)
+            return 0
         return _compress(args) if args.command == "compress" else _models(args)
     except UsageError as err:
         parser.exit(2, f"rlpc: error: {err}\n")
     except (ValueError, TypeError) as err:  # the library's own checks: message already names value, rule and fix
         parser.exit(2, f"rlpc: error: {err}\n")
+    except RuntimeError as err:  # a reader that cannot start or be reached: the message says why and what to do
+        parser.exit(1, f"rlpc: error: {err}\n")
     return 0
 
 
