@@ -456,7 +456,6 @@ class Evaluator:
         # resolves now: a bad spec or setting fails here, not mid-run
         self.backend = make_backend(self.model_spec, dtype=dtype, device=device, batch_size=batch_size,
                                     options=backend_options)
-        self.model_key = self.backend.identity
         if cache is True:
             self.cache: Optional[EvalCache] = EvalCache(cache_dir() / "evaluator.sqlite")
         elif cache is False or cache is None:
@@ -469,6 +468,11 @@ class Evaluator:
     def __repr__(self) -> str:
         return (f"Evaluator({self.model_spec!r}, max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, "
                 f"cache={str(self.cache.path) if self.cache is not None else False!r}, device={self.device!r})")
+
+    @property
+    def model_key(self) -> str:
+        """The model's identity in cache keys (a server's is learnt on first use, so read this lazily)."""
+        return self.backend.identity
 
     @property
     def description(self) -> str:

@@ -49,8 +49,8 @@ def _model_path(model: str) -> tuple[Path, str]:
     """The GGUF file and the served model name for an embedded alias or a .gguf path."""
     from .backends.llamacpp import resolve_gguf
 
-    path, _, label = resolve_gguf(model)
-    return path(), (label if not label.endswith(".gguf") else label[: -len(".gguf")])
+    path, identity, label = resolve_gguf(model)
+    return path(), (label if not label.endswith(".gguf") else label[: -len(".gguf")]), identity
 
 
 # ---------------------------------------------------------------- the app (runs inside the server process)
@@ -91,7 +91,8 @@ def _echo_logprobs(llama: Any, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key: Optional[str]) -> Any:
+def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key: Optional[str],
+              identity: str = "") -> Any:
     """llama-cpp-python's FastAPI app for one GGUF, plus ``/props`` and the corrected echo-logprobs route."""
     from fastapi import Depends, Request
     from fastapi.responses import JSONResponse
@@ -113,7 +114,8 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
     props = {"chat_template": template,
              "bos_token": llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
              "eos_token": llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
-             "model": alias, "model_path": str(model_path), "n_ctx": n_ctx, "template_identity": chat_renderer_for(llm)[0]}
+             "model": alias, "model_path": str(model_path), "n_ctx": n_ctx,
+             "template_identity": chat_renderer_for(llm)[0], "model_identity": identity}
 
     async def props_route() -> dict[str, Any]:
         return props
@@ -160,8 +162,9 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 8080, n_ctx: int =
     if host not in LOOPBACK and not api_key:
         raise ValueError(f"--host {host} would serve the reader beyond this machine without a key: set the environment "
                          f"variable {api_key_env} (clients send it as a bearer token), or serve on 127.0.0.1")
-    path, alias = _model_path(model)
-    app = build_app(path, alias=alias, n_ctx=n_ctx, threads=threads or default_threads(), api_key=api_key)
+    path, alias, identity = _model_path(model)
+    app = build_app(path, alias=alias, n_ctx=n_ctx, threads=threads or default_threads(), api_key=api_key,
+                    identity=identity)
     if not quiet:
         print(f"rlpc: serving {alias} ({path}) at http://{host}:{port}/v1; use it as "
               f"openai:http://{host}:{port}/v1#{alias}", file=sys.stderr, flush=True)

@@ -283,7 +283,6 @@ class FakeEvaluator(Evaluator):
     def __init__(self, path):
         super().__init__(cache=path)
         self.backend = FakeBackend()
-        self.model_key = self.backend.identity
 
     @property
     def generated(self):

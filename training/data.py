@@ -7,6 +7,10 @@ A dataset spec is one of
   from the shared data folder (``--data-dir``, default ``../shared/data`` beside the repository). SQuAD and NQ
   also have ``train`` and ``heldout`` partitions (:func:`partition_of`): disjoint, for training on QA and
   reporting on rows never trained on;
+* two settings built from those files: ``squad-multi`` (HotpotQA-style: each question's paragraph among nine
+  other paragraphs of the same article, in a seeded order; ``train``/``heldout`` partitions by article as for
+  ``squad``) and ``gsm8k-fewshot`` (LLMLingua's GSM8K setting: worked solutions from GSM8K *train*, ~2k tokens,
+  as the text to compress, the test question kept whole: task ``math-fewshot``);
 * a path to a JSONL file: rows in one of those four formats are recognised by their fields; any other file
   names its fields (``text_field``, ``question_field``, ``answer_field``);
 * ``hf:ORG/NAME[:CONFIG]`` for users with the Hugging Face hub (``datasets.load_dataset``, imported only then),
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-TASKS = ("math", "qa", "summary")
+TASKS = ("math", "qa", "summary", "math-fewshot", "mc")
 
 #: Named datasets: file (relative to the data folder) per split, the task, and the format of its rows.
 NAMED: Mapping[str, dict[str, Any]] = {
@@ -42,7 +46,18 @@ NAMED: Mapping[str, dict[str, Any]] = {
     "nq": {"files": {s: "nq_open_oracle/nq_open_oracle_first500.jsonl" for s in ("test", "train", "heldout")},
            "default_split": "test", "format": "nq", "hub": None},
     "qmsum": {"files": {"test": "qmsum/test.jsonl"}, "default_split": "test", "format": "qmsum", "hub": None},
+    "squad-multi": {"files": {s: "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl" for s in ("train", "heldout")},
+                    "default_split": "heldout", "format": "squad-multi", "hub": None},
+    "gsm8k-fewshot": {"files": {"test": "gsm8k/test.jsonl"}, "default_split": "test", "format": "gsm8k-fewshot",
+                      "hub": None, "demonstrations": "gsm8k/train.jsonl"},
 }
+
+#: squad-multi: paragraphs per context (the question's own and nine distractors from its article, as HotpotQA's
+#: distractor setting has ten); ~1.3k tokens, what a retriever's top-10 looks like.
+MULTI_PARAGRAPHS = 10
+#: gsm8k-fewshot: worked examples are added until their words reach this (~2k tokens, as LLMLingua's GSM8K
+#: prompt), picked from GSM8K train by a seeded shuffle; the same demonstrations precede every test question.
+FEWSHOT_WORDS = 1300
 
 
 #: SQuAD articles whose questions form the ``train`` partition of the shared dev subset (the other three articles
@@ -86,10 +101,13 @@ class Example:
     answers: tuple[str, ...]
     #: GSM8K's full worked solution (ending in ``#### N``), else ``None``.
     solution: Optional[str] = None
+    #: Units of ``text`` a compressor may rank as wholes (paragraphs, demonstrations), when the text has them.
+    units: Optional[tuple[str, ...]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "task": self.task, "text": self.text, "question": self.question,
-                "answers": list(self.answers), "solution": self.solution}
+                "answers": list(self.answers), "solution": self.solution,
+                "units": list(self.units) if self.units is not None else None}
 
 
 class DataError(ValueError):
@@ -164,8 +182,35 @@ def _qmsum_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
     return out
 
 
+LETTERS = "ABCDEFGHIJ"
+
+
+def options_block(question: str, options: Sequence[str]) -> str:
+    """The question followed by its lettered options, one per line: ``(A) red``."""
+    if not 2 <= len(options) <= len(LETTERS):
+        raise DataError(f"a multiple-choice row needs 2 to {len(LETTERS)} options, got {len(options)}")
+    return question.rstrip() + "\n" + "\n".join(f"({LETTERS[i]}) {str(o).strip()}" for i, o in enumerate(options))
+
+
+def _mc_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    """``{"context", "question", "options": [...], "answer"}``; the answer is a letter, an index or the option text."""
+    options = [str(o) for o in row["options"]]
+    answer = row["answer"]
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(options):
+        letter = LETTERS[answer]
+    elif isinstance(answer, str) and answer.strip().strip("()").upper() in LETTERS[: len(options)]:
+        letter = answer.strip().strip("()").upper()
+    elif isinstance(answer, str) and answer.strip() in [o.strip() for o in options]:
+        letter = LETTERS[[o.strip() for o in options].index(answer.strip())]
+    else:
+        raise DataError(f"row {rid}: answer {answer!r} is neither a letter A-{LETTERS[len(options) - 1]}, an option "
+                        "index nor one of the options' texts")
+    return [Example(id=str(row.get("id", rid)), task="mc", text=str(row["context"]),
+                    question=options_block(str(row["question"]), options), answers=(letter,))]
+
+
 CONVERTERS: Mapping[str, Callable[[Mapping[str, Any], str], list[Example]]] = {
-    "gsm8k": _gsm8k_rows, "squad": _squad_rows, "nq": _nq_rows, "qmsum": _qmsum_rows,
+    "gsm8k": _gsm8k_rows, "squad": _squad_rows, "nq": _nq_rows, "qmsum": _qmsum_rows, "mc": _mc_rows,
 }
 
 
@@ -174,6 +219,8 @@ def detect_format(row: Mapping[str, Any]) -> Optional[str]:
     keys = set(row)
     if "meeting_transcripts" in keys:
         return "qmsum"
+    if {"context", "question", "options", "answer"} <= keys:
+        return "mc"
     if {"ctxs", "question", "answers"} <= keys:
         return "nq"
     if {"context", "question", "answers"} <= keys:
@@ -205,6 +252,67 @@ def _fields_converter(text_field: str, question_field: Optional[str], answer_fie
                         solution=solution)]
 
     return convert
+
+
+# ---------------------------------------------------------------- settings built from whole files
+
+def squad_multi(rows: Iterable[Mapping[str, Any]], *, paragraphs: int = MULTI_PARAGRAPHS) -> list[Example]:
+    """HotpotQA-style contexts: each answerable question's paragraph among ``paragraphs - 1`` others of its article.
+
+    Distractors come from the same article (same topic, many shared names: the hard kind), chosen and ordered by
+    a generator seeded with the question's id, so a row is the same in every run and the gold paragraph's
+    position is uniform over the context. Paragraphs are separated by blank lines.
+    """
+    rows = list(rows)
+    by_title: dict[str, list[str]] = {}
+    for r in rows:
+        ctxs = by_title.setdefault(str(r.get("title")), [])
+        if r["context"] not in ctxs:
+            ctxs.append(r["context"])
+    out = []
+    for i, r in enumerate(rows):
+        base = _squad_rows(r, f"squad-multi-{i}")
+        if not base:
+            continue
+        e = base[0]
+        others = [c for c in by_title[str(r.get("title"))] if c != e.text]
+        rng = random.Random(f"squad-multi|{e.id}")
+        chosen = rng.sample(others, min(len(others), paragraphs - 1)) + [e.text]
+        rng.shuffle(chosen)
+        out.append(Example(id=f"{e.id}-multi", task="qa", text="\n\n".join(chosen), question=e.question,
+                           answers=e.answers, units=tuple(chosen)))
+    return out
+
+
+_GSM8K_CALC = re.compile(r"<<[^<>]*>>")
+
+
+def fewshot_demonstrations(train_rows: Sequence[Mapping[str, Any]], *, words: int = FEWSHOT_WORDS,
+                           seed: int = 0) -> list[str]:
+    """Worked GSM8K examples (``Question: ...\nAnswer: ...\n#### N``, calculator notes removed) from train rows,
+    in a seeded order, until their words reach ``words``."""
+    order = list(range(len(train_rows)))
+    random.Random(f"gsm8k-fewshot|{seed}").shuffle(order)
+    demos, total = [], 0
+    for i in order:
+        r = train_rows[i]
+        solution = _GSM8K_CALC.sub("", str(r["answer"])).strip()
+        demo = f"Question: {str(r['question']).strip()}\nAnswer: {solution}"
+        demos.append(demo)
+        total += len(demo.split())
+        if total >= words:
+            break
+    return demos
+
+
+def gsm8k_fewshot(test_rows: Iterable[Mapping[str, Any]], demonstrations: Sequence[str], label: str) -> list[Example]:
+    text = "\n\n".join(demonstrations)
+    out = []
+    for i, r in enumerate(test_rows):
+        e = _gsm8k_rows(r, f"{label}-{i}")[0]
+        out.append(Example(id=f"{e.id}-fewshot", task="math-fewshot", text=text, question=e.text, answers=e.answers,
+                           solution=e.solution, units=tuple(demonstrations)))
+    return out
 
 
 # ---------------------------------------------------------------- sources
@@ -279,9 +387,18 @@ def load(
                             f"{hint}")
         rows: Iterable[Mapping[str, Any]] = _read_jsonl(path)
         fmt, label = info["format"], f"{spec}-{split}"
-        if split in ("train", "heldout") and fmt in ("squad", "nq"):
+        if split in ("train", "heldout") and fmt in ("squad", "nq", "squad-multi"):
             part = split
-            rows = (r for r in rows if partition_of(fmt, r) == part)
+            rows = (r for r in rows if partition_of("squad" if fmt == "squad-multi" else fmt, r) == part)
+        if fmt == "squad-multi":
+            return _shuffled(squad_multi(rows), seed, limit, spec)
+        if fmt == "gsm8k-fewshot":
+            demos_path = root / info["demonstrations"]
+            if not demos_path.is_file():
+                raise DataError(f"dataset {spec!r} takes its worked examples from {demos_path}, which does not exist; "
+                                "pass --data-dir pointing at the folder holding gsm8k/train.jsonl")
+            demos = fewshot_demonstrations(list(_read_jsonl(demos_path)))
+            return _shuffled(gsm8k_fewshot(rows, demos, f"gsm8k-{split}"), seed, limit, spec)
     elif spec.startswith("hf:"):
         rows, split = _hub_rows(spec, split)
         label = spec[3:].replace("/", "-").replace(":", "-") + f"-{split}"
@@ -307,6 +424,10 @@ def load(
                                 "--answer-field, --task) to name them")
             convert = CONVERTERS[found]
         examples.extend(convert(row, f"{label}-{i}"))
+    return _shuffled(examples, seed, limit, spec)
+
+
+def _shuffled(examples: list[Example], seed: int, limit: Optional[int], spec: str) -> list[Example]:
     if not examples:
         raise DataError(f"dataset {spec!r} yielded no usable rows (unanswerable or empty rows are skipped)")
     order = list(range(len(examples)))
@@ -338,6 +459,7 @@ def qmsum(**kwargs: Any) -> list[Example]:
     return load("qmsum", **kwargs)
 
 
-__all__ = ["CONVERTERS", "DataError", "Example", "NAMED", "SQUAD_TRAIN_ARTICLES", "TASKS", "default_data_dir",
-           "detect_format", "gsm8k", "gsm8k_answer", "load", "nq", "nq_partition", "partition_of", "qmsum",
-           "qmsum_transcript", "squad"]
+__all__ = ["CONVERTERS", "DataError", "Example", "FEWSHOT_WORDS", "LETTERS", "MULTI_PARAGRAPHS", "NAMED",
+           "SQUAD_TRAIN_ARTICLES", "TASKS", "default_data_dir", "detect_format", "fewshot_demonstrations", "gsm8k",
+           "gsm8k_answer", "gsm8k_fewshot", "load", "nq", "nq_partition", "options_block", "partition_of", "qmsum",
+           "qmsum_transcript", "squad", "squad_multi"]

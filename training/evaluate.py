@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from rlpc_core.backends import ReaderError
 from rlpc_core.rewards import answer_survives
 from training.data import DataError, Example, load
 from training.peer_env import PeerEnvError
@@ -182,11 +183,13 @@ def _make_compressor(method: Method, tokenizer: str):
 
 
 def _query(e: Example) -> Optional[str]:
-    return e.question if e.task in ("qa", "summary") else None
+    # Few-shot examples are compressed once, without the question (LLMLingua's setting: one compressed block
+    # serves every question); elsewhere compression is question-aware where the method can use a question.
+    return e.question if e.task in ("qa", "summary", "mc") else None
 
 
 def _record(e: Example, method: Method, rate: float, text: str, seconds: Optional[float], original_tokens: int,
-            counter, fallback: Optional[str] = None) -> dict[str, Any]:
+            counter, fallback: Optional[str] = None, shared_by: int = 1) -> dict[str, Any]:
     compressed = counter.count(text)
     budget = max(1, int(round(rate * original_tokens)))
     rec: dict[str, Any] = {
@@ -195,67 +198,138 @@ def _record(e: Example, method: Method, rate: float, text: str, seconds: Optiona
         "ratio": compressed / original_tokens if original_tokens else 1.0,
         "saved_tokens": original_tokens - compressed, "target_tokens": budget, "budget_met": compressed <= budget,
         "seconds": seconds, "ms_per_1k": (seconds * 1e6 / original_tokens) if seconds is not None and original_tokens else None,
+        "shared_by": shared_by,
         "fallback": fallback, "subsequence": is_subsequence(text.split(), e.text.split()),
-        "number_retention": number_retention(e.text, text) if e.task == "math" else None,
+        "number_retention": number_retention(e.text, text) if e.task in ("math", "math-fewshot") else None,
         "answer_survival": (float(answer_survives(text, e.answers)) if e.task == "qa" else None),
         "text": text,
     }
     return rec
 
 
+class CompressionStore:
+    """Every compression of a run, appended to ``compressions.jsonl`` the moment it is made.
+
+    With ``resume`` the entries already there are reused (same method label and spec, rate, text and question), so a
+    stopped run restarts where it stopped; without it the file starts afresh. Reuse is opt-in because an entry
+    does not know which version of the code made it.
+    """
+
+    def __init__(self, path: Path, *, resume: bool):
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if resume and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self.entries[entry["key"]] = entry
+        self._fh = path.open("a" if resume else "w", encoding="utf-8")
+
+    @staticmethod
+    def key(method: Method, rate: float, text: str, query: Optional[str], extra: str = "") -> str:
+        import hashlib
+
+        payload = json.dumps([method.label, method.spec, extra, rate, text, query], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> Optional[dict[str, Any]]:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        entry = {"key": key, **entry}
+        self.entries[key] = entry
+        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: Sequence[float], *, tokenizer: str,
-                 threads: int, out: Path, bar) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Every (method, rate, row) record, plus per-method run figures (peak memory, peer environment info)."""
+                 threads: int, out: Path, bar, resume: bool = False,
+                 scorer: str = "smollm2-135m-instruct") -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every (method, rate, row) record, plus per-method run figures (peak memory, peer environment info).
+
+    Each distinct (text, question, rate) is compressed once per method: rows that share a text (one few-shot block
+    before every question) share its compression and its time (``shared_by`` says by how many rows).
+    """
     from rlpc_core.tokens import get_counter
 
     counter = get_counter(tokenizer)
     originals = [counter.count(e.text) for e in examples]
     records: list[dict[str, Any]] = []
     info: dict[str, dict[str, Any]] = {}
-    for method in methods:
-        bar.set_description(f"compress {method.label}")
-        if method.runs_in == "baseline":
-            for rate in rates:
-                for e, n in zip(examples, originals):
-                    records.append(_record(e, method, rate, e.text, None, n, counter))
-                    bar.update(1)
-            info[method.label] = {"runs_in": "baseline", "peak_mb": None}
-        elif method.runs_in == "peer-env":
-            from training.peers import run_env_peer
-
-            requests, index = [], {}
+    store = CompressionStore(out / "compressions.jsonl", resume=resume)
+    try:
+        for method in methods:
+            bar.set_description(f"compress {method.label}")
+            extra = scorer if method.runs_in == "peer-env" else ""
+            jobs: dict[str, tuple[float, Example]] = {}
+            users: dict[str, list[int]] = {}
             for rate in rates:
                 for i, e in enumerate(examples):
-                    rid = f"{i}@{rate}"
-                    requests.append({"id": rid, "text": e.text, "question": _query(e), "rate": rate})
-                    index[rid] = (i, rate)
-            run = run_env_peer(method.spec, requests, threads=threads, log_path=out / f"peer-{method.label}.log",
-                               progress=bar.update)
-            for rid, (i, rate) in index.items():
-                got = run.outputs.get(rid, {})
-                e = examples[i]
-                if "error" in got or "text" not in got:
-                    rec = _record(e, method, rate, e.text, None, originals[i], counter,
-                                  fallback=f"{method.label} failed: {got.get('error', 'no output')}; prompt left uncompressed")
-                else:
-                    rec = _record(e, method, rate, got["text"], float(got["seconds"]), originals[i], counter)
-                records.append(rec)
-            info[method.label] = {"runs_in": "peer-env", "peak_mb": run.peak_mb,
-                                  "worker_max_rss_mb": run.done.get("max_rss_mb"),
-                                  "load_seconds": run.ready.get("load_seconds"),
-                                  "versions": run.ready.get("versions"), "threads": run.ready.get("threads")}
-        else:
-            compressor = _make_compressor(method, tokenizer)
-            with PeakRSS() as mem:
-                # warm-up: loads the policy's model and tokenizer once, outside every measured row
-                compressor.compress(examples[0].text, rate=rates[0], query=_query(examples[0]))
-                for rate in rates:
-                    for e, n in zip(examples, originals):
-                        res = compressor.compress(e.text, rate=rate, query=_query(e))
-                        records.append(_record(e, method, rate, res.text, res.seconds, n, counter, res.fallback))
-                        bar.update(1)
-            info[method.label] = {"runs_in": "in-process", "peak_mb": mem.peak_mb, "peak_exact": mem.exact,
-                                  "policy": compressor.config.policy}
+                    k = store.key(method, rate, e.text, _query(e), extra)
+                    jobs.setdefault(k, (rate, e))
+                    users.setdefault(k, []).append(i)
+            if method.runs_in == "baseline":
+                info[method.label] = {"runs_in": "baseline", "peak_mb": None}
+                done = {k: {"text": e.text, "seconds": None, "fallback": None} for k, (rate, e) in jobs.items()}
+            elif method.runs_in == "peer-env":
+                from training.peers import run_env_peer
+
+                todo = {k: v for k, v in jobs.items() if store.get(k) is None}
+                requests = [{"id": k, "text": e.text, "question": _query(e), "rate": rate,
+                             "contexts": list(e.units) if e.units else None} for k, (rate, e) in todo.items()]
+
+                def arrived(msg: dict[str, Any]) -> None:
+                    entry = ({"text": msg["text"], "seconds": float(msg["seconds"]), "fallback": None}
+                             if "text" in msg and "error" not in msg else
+                             {"text": None, "seconds": None, "error": msg.get("error", "no output")})
+                    store.put(str(msg["id"]), entry)
+                    bar.update(len(users[str(msg["id"])]))
+
+                bar.update(sum(len(users[k]) for k in jobs if k not in todo))
+                run = run_env_peer(method.spec, requests, threads=threads, log_path=out / f"peer-{method.label}.log",
+                                   progress=arrived, scorer=scorer) if requests else None
+                done = {}
+                for k, (rate, e) in jobs.items():
+                    got = store.get(k) or {}
+                    if got.get("text") is None:
+                        done[k] = {"text": e.text, "seconds": None,
+                                   "fallback": f"{method.label} failed: {got.get('error', 'no output')}; prompt left uncompressed"}
+                    else:
+                        done[k] = got
+                info[method.label] = {"runs_in": "peer-env", "scorer": scorer,
+                                      **({"peak_mb": run.peak_mb, "worker_max_rss_mb": run.done.get("max_rss_mb"),
+                                          "load_seconds": run.ready.get("load_seconds"),
+                                          "versions": run.ready.get("versions"), "threads": run.ready.get("threads")}
+                                         if run is not None else {"peak_mb": None, "resumed": True})}
+            else:
+                compressor = _make_compressor(method, tokenizer)
+                done = {}
+                with PeakRSS() as mem:
+                    # warm-up: loads the policy's model and tokenizer once, outside every measured row
+                    compressor.compress(examples[0].text, rate=rates[0], query=_query(examples[0]))
+                    for k, (rate, e) in jobs.items():
+                        got = store.get(k)
+                        if got is None:
+                            res = compressor.compress(e.text, rate=rate, query=_query(e))
+                            got = {"text": res.text, "seconds": res.seconds, "fallback": res.fallback}
+                            store.put(k, got)
+                        done[k] = got
+                        bar.update(len(users[k]))
+                info[method.label] = {"runs_in": "in-process", "peak_mb": mem.peak_mb, "peak_exact": mem.exact,
+                                      "policy": compressor.config.policy}
+            for k, (rate, _) in jobs.items():
+                got = done[k]
+                for i in users[k]:
+                    records.append(_record(examples[i], method, rate, got["text"], got["seconds"], originals[i], counter,
+                                           got.get("fallback"), shared_by=len(users[k])))
+    finally:
+        store.close()
+    order = {(m.label, rate, e.id): n for n, (m, rate, e) in
+             enumerate((m, rate, e) for m in methods for rate in rates for e in examples)}
+    records.sort(key=lambda r: order[(r["method"], r["rate"], r["id"])])
     return records, info
 
 
@@ -423,7 +497,10 @@ def fallback_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[Method], rates: Sequence[float],
-              method_info: dict[str, dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+              method_info: dict[str, dict[str, Any]], seed: int,
+              reader_throughput: Optional[float] = None) -> list[dict[str, Any]]:
+    from training.downstream import reader_aggregate
+
     out = []
     for m in methods:
         for rate in rates:
@@ -454,7 +531,11 @@ def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[Method], rate
                                        "mean": float(np.mean(lat)), "n": len(lat)} if lat else None),
                 "seconds_total": float(sum(r["seconds"] for r in rows if r["seconds"] is not None)),
                 "peak_mb": method_info.get(m.label, {}).get("peak_mb"),
+                "scorer": method_info.get(m.label, {}).get("scorer"),
             }
+            reader = reader_aggregate(rows, seed=seed, throughput=reader_throughput) if m.meaningful else None
+            if reader is not None:
+                agg["reader"] = reader
             gen = [r for r in rows if r.get("agree") is not None]
             if gen:
                 g: dict[str, Any] = {"n": len(gen), "agreement": _mean([float(r["agree"]) for r in gen])}
@@ -625,8 +706,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "(random, truncate, selective-context, llmlingua, llmlingua2-arch), none")
     p.add_argument("--rate", default="0.5", help="target rate(s), comma-separated (default 0.5)")
     p.add_argument("--limit", type=int, default=None, help="first N rows after a seeded shuffle (default: all)")
+    p.add_argument("--reader", default="default",
+                   help="the reader LLM whose accuracy on the compressed prompts is the headline: llamacpp:ALIAS|FILE.gguf, "
+                        "openai:BASE_URL#MODEL (your own server or API; key from --reader-api-key-env), serve:ALIAS|FILE.gguf "
+                        "(start rlpc serve-reader for the run, stop it after), a transformers model, or 'none'; "
+                        "default: llamacpp:qwen2.5-coder-1.5b-instruct where llama-cpp-python is installed and the "
+                        "model pulled, else none")
+    p.add_argument("--reader-n-ctx", type=int, default=4096, help="llama.cpp readers: context window (default 4096)")
+    p.add_argument("--reader-threads", type=int, default=None,
+                   help="llama.cpp readers: CPU threads (default: all cores)")
+    p.add_argument("--reader-concurrency", type=int, default=4, help="server readers: requests in flight (default 4)")
+    p.add_argument("--reader-api-key-env", default="OPENAI_API_KEY",
+                   help="server readers: environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--reader-timeout", type=float, default=300.0, help="server readers: seconds per request (default 300)")
+    p.add_argument("--peer-scorer", default="smollm2-135m-instruct",
+                   choices=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"],
+                   help="the small LM that LLMLingua and LongLLMLingua score tokens with (default smollm2-135m-instruct; "
+                        "the 0.5B is ~4x slower and fairer to them)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the compressions already in OUT/compressions.jsonl (a stopped run restarts where it "
+                        "stopped); reader answers always come from the reader's cache where they exist")
     p.add_argument("--evaluator", default="smollm2-135m-instruct",
-                   help="evaluator model spec (embedded alias, folder, hub id) or 'none' (default smollm2-135m-instruct)")
+                   help="the small evaluator's likelihood and agreement columns (embedded alias, folder, hub id) or "
+                        "'none' (default smollm2-135m-instruct); cheap companions, not the verdict: see --reader")
     p.add_argument("--gen-limit", type=int, default=24,
                    help="generation-based metrics on the first M rows only (a labelled sample; default 24)")
     p.add_argument("--ll-limit", type=int, default=None,
@@ -646,13 +748,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-field", default=None, help="custom JSONL: field holding the text to compress")
     p.add_argument("--question-field", default=None, help="custom JSONL: field holding the question")
     p.add_argument("--answer-field", default=None, help="custom JSONL: field holding the gold answer(s)")
-    p.add_argument("--task", default=None, choices=["math", "qa", "summary"], help="custom JSONL: the task")
+    p.add_argument("--task", default=None, choices=["math", "qa", "summary", "math-fewshot", "mc"],
+                   help="custom JSONL: the task")
     p.add_argument("--batch-size", type=int, default=4, help="evaluator batch size (default 4)")
     p.add_argument("--qa-max-new-tokens", type=int, default=24)
-    p.add_argument("--math-max-new-tokens", type=int, default=256)
+    p.add_argument("--math-max-new-tokens", type=int, default=256,
+                   help="generation budget for math answers (a chain of thought), default 256")
     p.add_argument("--no-eval-cache", action="store_true", help="do not use the evaluator's disk cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def reader_spec(args: argparse.Namespace) -> Optional[str]:
+    from training.downstream import default_reader
+
+    spec = args.reader
+    if spec == "default":
+        return default_reader()
+    return None if spec.lower() == NONE else spec
+
+
+def run_downstream(args: argparse.Namespace, records: list[dict[str, Any]], examples: Sequence[Example],
+                   tqdm) -> Optional[dict[str, Any]]:
+    """The reader's answers on every record (``--reader``); a ``serve:`` reader runs in a server for this call."""
+    from training.downstream import run_reader
+
+    spec = reader_spec(args)
+    if spec is None:
+        return {"spec": None, "skipped": "no reader (--reader none, or the default reader is not installed: "
+                                         "pip install 'rlpc[reader]' and rlpc models pull qwen2.5-coder-1.5b-instruct)"}
+    max_new = {"qa": args.qa_max_new_tokens, "mc": args.qa_max_new_tokens, "math": args.math_max_new_tokens,
+               "math-fewshot": args.math_max_new_tokens}
+    skip = [m for m in NOT_MEANINGFUL]
+    if spec.startswith("serve:"):
+        from rlpc_core.reader_server import ReaderServer
+
+        with ReaderServer(spec[len("serve:"):], n_ctx=args.reader_n_ctx, threads=args.reader_threads,
+                          log_path=args.out / "reader-server.log") as server:
+            info = run_reader(records, examples, spec=server.spec, max_new_tokens=max_new, tqdm=tqdm,
+                              options=_server_options(args), skip_methods=skip)
+        info["served"] = spec
+        return info
+    if spec.startswith("llamacpp:"):
+        options = {"n_ctx": args.reader_n_ctx, "threads": args.reader_threads}
+    elif spec.startswith("openai:"):
+        options = _server_options(args)
+    else:
+        options = {}
+    return run_reader(records, examples, spec=spec, max_new_tokens=max_new, tqdm=tqdm, options=options,
+                      skip_methods=skip)
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"concurrency": args.reader_concurrency, "api_key_env": args.reader_api_key_env,
+            "timeout": args.reader_timeout}
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
@@ -690,7 +839,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
 
     with tqdm(total=len(methods) * len(rates) * len(examples), desc="compress", unit="row") as bar:
         records, method_info = compress_all(methods, examples, rates, tokenizer=tokenizer, threads=args.threads,
-                                            out=out, bar=bar)
+                                            out=out, bar=bar, resume=args.resume, scorer=args.peer_scorer)
+    reader_info = run_downstream(args, records, examples, tqdm)
     evaluator_info: dict[str, Any] = {"model": None}
     if args.evaluator.lower() != NONE:
         evaluator_info = run_evaluator(records, examples, spec=args.evaluator, gen_limit=args.gen_limit, ll_limit=args.ll_limit,
@@ -722,9 +872,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                               **method_info.get(m.label, {})} for m in methods},
         "peer_env": {m.label: {**{k: method_info[m.label].get(k) for k in ("versions", "load_seconds", "worker_max_rss_mb")},
                                "note": ("quality not meaningful: randomly initialised weights" if not m.meaningful
-                                        else "LLMLingua-1, scorer: the embedded SmolLM2-135M-Instruct")}
+                                        else f"{'LongLLMLingua' if m.spec == 'longllmlingua' else 'LLMLingua-1'}, scorer: "
+                                       f"{method_info[m.label].get('scorer')}")}
                      for m in methods if m.runs_in == "peer-env"},
-        "aggregates": aggregate(records, methods, rates, method_info, args.seed),
+        "reader": reader_info,
+        "aggregates": aggregate(records, methods, rates, method_info, args.seed,
+                                reader_throughput=(reader_info or {}).get("prefill_tokens_per_second")),
         "scaling": scaling(records, methods),
         "scaling_bins": _bin_labels(),
         "rows_file": "rows.jsonl",
@@ -732,7 +885,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     with (out / "rows.jsonl").open("w", encoding="utf-8") as fh:
         for r in records:
             fh.write(json.dumps(_json_ready(r), ensure_ascii=False) + "\n")
-    metrics["plots"] = plot(metrics, records, out)
+    from training.downstream import plot_reader
+
+    metrics["plots"] = plot(metrics, records, out) + plot_reader(metrics, out)
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics = _json_ready(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -759,7 +914,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DataError, ValueError) as err:
         print(f"training.evaluate: {err}", file=sys.stderr)
         return 2
-    except PeerEnvError as err:
+    except (PeerEnvError, ReaderError) as err:
         print(f"training.evaluate: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'report.md'}, {args.out / 'rows.jsonl'} and "

@@ -152,11 +152,17 @@ def worker_env(threads: int, env: Optional[Path] = None) -> dict[str, str]:
     return out
 
 
-def smollm2_folder() -> Path:
-    """The embedded SmolLM2 folder, readable by transformers 4 (tokenizer_class set to the generic fast class)."""
+#: The scorers LLMLingua peers can run with: the 135M is fast; the 0.5B is the fairer (a 135M scorer cripples them).
+SCORERS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
+
+
+def scorer_folder(alias: str = "smollm2-135m-instruct") -> Path:
+    """An embedded causal LM's transformers folder, readable by transformers 4 (generic fast tokenizer class)."""
     from rlpc_core.models import pull
 
-    folder = pull("smollm2-135m-instruct", quiet=True)
+    if alias not in SCORERS:
+        raise ValueError(f"scorer {alias!r} is not one of {', '.join(SCORERS)}")
+    folder = pull(alias, quiet=True, format="transformers")
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     if cfg.get("tokenizer_class") != "PreTrainedTokenizerFast":
@@ -164,6 +170,11 @@ def smollm2_folder() -> Path:
         cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def smollm2_folder() -> Path:
+    """The embedded SmolLM2 folder, readable by transformers 4."""
+    return scorer_folder("smollm2-135m-instruct")
 
 
 def bert_arch_folder(env: Optional[Path] = None, *, quiet: bool = False) -> Path:

@@ -8,7 +8,9 @@ Protocol, one JSON object per line:
 
 * out, once, after the model is loaded and warmed up: ``{"ready": true, "load_seconds", "rss_start_mb",
   "rss_mb", "versions"}``;
-* in, per request: ``{"id", "text", "question", "rate"}``;
+* in, per request: ``{"id", "text", "question", "rate"}`` and optionally ``"contexts"``: the text's units (paragraphs,
+  demonstrations) as a list, which LLMLingua's budget controller ranks and drops as wholes before cutting tokens
+  (its recommended use for several documents or demonstrations); the output is always the compressed text alone;
 * out, per request: ``{"id", "text", "seconds", "max_rss_mb"}`` (or ``{"id", "error"}``); ``seconds`` is measured
   here around the compression call alone, so neither this environment's start-up nor model loading is counted;
 * out, at the end of input: ``{"done": true, "max_rss_mb"}``.
@@ -20,6 +22,12 @@ Methods:
   the context), so only the context is passed and compressed, at ``rate`` of its tokens. Its window
   (``iterative_size``) is a quarter of the prompt, at most its default 200: with 200, prompts shorter than ~200
   tokens come out almost untouched (measured: SQuAD passage at rate 0.5 -> 0.99, GSM8K question -> 1.0).
+* ``longllmlingua``: LongLLMLingua, question-aware: documents ranked by how much each raises the question's
+  likelihood, a dynamic per-document rate, reordering by relevance, and question-conditioned token compression,
+  with the settings its authors recommend for QA (``rank_method="longllmlingua"``,
+  ``condition_in_question="after_condition"``, ``condition_compare=True``, ``reorder_context="sort"``,
+  ``dynamic_context_compression_ratio=0.3``, ``context_budget="+100"``). The budget is ``rate`` of the context's
+  tokens (``target_token``), the question is not appended to the output (it is asked separately, uncompressed);
 * ``llmlingua2-arch``: LLMLingua-2's pipeline (token classification over 512-token chunks) with whatever model
   folder is given, here a randomly initialised one of its smallest architecture: its cost is real, its output
   is noise.
@@ -61,7 +69,7 @@ WARM_UP = ("The quick brown fox jumps over the lazy dog near the river bank. " *
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="LLMLingua worker for the rlpc benchmark")
-    parser.add_argument("--method", required=True, choices=["llmlingua", "llmlingua2-arch"])
+    parser.add_argument("--method", required=True, choices=["llmlingua", "longllmlingua", "llmlingua2-arch"])
     parser.add_argument("--model", required=True, help="local model folder")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterative-size", default="auto",
@@ -78,28 +86,36 @@ def main(argv: list[str] | None = None) -> int:
     from llmlingua import PromptCompressor
 
     transformers.logging.set_verbosity_error()
-    if args.method == "llmlingua":
+    def window(n: int) -> int:
+        # Its default window (200) leaves any prompt shorter than ~200 tokens almost untouched (the window
+        # arithmetic keeps all but the last window's overflow), so short prompts get a window of a quarter of
+        # their length: measured here, that lands near the requested rate; long prompts keep 200.
+        return min(200, max(16, n // 4)) if args.iterative_size == "auto" else int(args.iterative_size)
+
+    if args.method in ("llmlingua", "longllmlingua"):
         compressor = PromptCompressor(model_name=args.model, device_map="cpu",
                                       model_config={"trust_remote_code": False})
 
-        def compress(text: str, question: str, rate: float) -> str:
-            # question="" : LLMLingua-1 conditions on nothing after the context, and a question passed here would
-            # only enlarge the budget and be appended to the output.
-            if args.iterative_size == "auto":
-                # Its default window (200) leaves any prompt shorter than ~200 tokens almost untouched (the window
-                # arithmetic keeps all but the last window's overflow), so short prompts get a window of a quarter
-                # of their length: measured here, that lands near the requested rate; long prompts keep 200.
-                n = compressor.get_token_length(text, add_special_tokens=False)
-                size = min(200, max(16, n // 4))
-            else:
-                size = int(args.iterative_size)
-            out = compressor.compress_prompt([text], instruction="", question="", rate=rate, iterative_size=size)
+        def compress(text: str, question: str, rate: float, contexts: list | None = None) -> str:
+            contexts = contexts or [text]
+            n = sum(compressor.get_token_length(c, add_special_tokens=False) for c in contexts)
+            if args.method == "llmlingua" or not question:
+                # question="": LLMLingua-1 conditions on nothing after the context, and a question passed here
+                # would only enlarge the budget and be appended to the output.
+                out = compressor.compress_prompt(contexts, instruction="", question="", rate=rate,
+                                                 iterative_size=window(n))
+                return out["compressed_prompt"]
+            out = compressor.compress_prompt(
+                contexts, instruction="", question=question, target_token=max(1, round(rate * n)),
+                iterative_size=window(n), rank_method="longllmlingua", condition_in_question="after_condition",
+                condition_compare=True, reorder_context="sort", dynamic_context_compression_ratio=0.3,
+                context_budget="+100", concate_question=False)
             return out["compressed_prompt"]
     else:
         compressor = PromptCompressor(model_name=args.model, device_map="cpu", use_llmlingua2=True,
                                       model_config={"trust_remote_code": False})
 
-        def compress(text: str, question: str, rate: float) -> str:
+        def compress(text: str, question: str, rate: float, contexts: list | None = None) -> str:
             # force_tokens as in LLMLingua-2's README example
             out = compressor.compress_prompt([text], rate=rate, force_tokens=["\n", "?"])
             return out["compressed_prompt"]
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         req = json.loads(line)
         try:
             t0 = time.perf_counter()
-            text = compress(req["text"], req.get("question") or "", float(req["rate"]))
+            text = compress(req["text"], req.get("question") or "", float(req["rate"]), req.get("contexts"))
             seconds = time.perf_counter() - t0
             _emit({"id": req["id"], "text": text, "seconds": seconds, "max_rss_mb": _max_rss_mb()})
         except Exception as err:  # one bad row must not lose the rest of the run

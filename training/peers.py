@@ -14,7 +14,9 @@ input words). Only the word scores differ:
 Peers that need other library versions run in their own environment (:mod:`training.peer_env`) through a worker
 process (:mod:`training.peer_worker`) that times each compression itself:
 
-* ``llmlingua``: LLMLingua-1 with the same local SmolLM2 as its scorer;
+* ``llmlingua``: LLMLingua-1 (question-agnostic), with a local scorer (``scorer``: the embedded SmolLM2-135M or
+  Qwen2.5-Coder-0.5B);
+* ``longllmlingua``: LongLLMLingua (question-aware ranking, dynamic rates, reordering), same scorers;
 * ``llmlingua2-arch``: LLMLingua-2's pipeline with a randomly initialised model of its smallest architecture:
   latency and memory only, its quality figures are not meaningful.
 """
@@ -37,7 +39,7 @@ from rlpc_core.policies import WordScores
 #: Peers whose output means nothing for quality (only their cost is real).
 NOT_MEANINGFUL = frozenset({"llmlingua2-arch"})
 #: Peers that run in their own environment, through the worker.
-ENV_PEERS = ("llmlingua", "llmlingua2-arch")
+ENV_PEERS = ("llmlingua", "longllmlingua", "llmlingua2-arch")
 IN_PROCESS_PEERS = ("random", "truncate", "selective-context")
 WORKER = Path(__file__).resolve().with_name("peer_worker.py")
 
@@ -194,9 +196,11 @@ class WorkerRun:
 
 
 def run_env_peer(method: str, requests: Sequence[dict[str, Any]], *, threads: int = 1,
-                 log_path: Optional[Path] = None, progress: Optional[Callable[[int], None]] = None,
-                 quiet: bool = False) -> WorkerRun:
-    """Compress ``requests`` ({id, text, question, rate}) with an LLMLingua peer in its own environment.
+                 log_path: Optional[Path] = None, progress: Optional[Callable[[dict[str, Any]], None]] = None,
+                 quiet: bool = False, scorer: str = "smollm2-135m-instruct") -> WorkerRun:
+    """Compress ``requests`` ({id, text, question, rate[, contexts]}) with an LLMLingua peer in its own environment.
+
+    ``progress`` is called with each output as it arrives (so a caller can store it at once).
 
     Builds the environment on first use. The worker loads its model once; the seconds it reports are measured
     inside it around each compression call, so neither its start-up nor model loading is counted.
@@ -206,7 +210,8 @@ def run_env_peer(method: str, requests: Sequence[dict[str, Any]], *, threads: in
     if method not in ENV_PEERS:
         raise ValueError(f"{method!r} is not an environment peer: use one of {', '.join(ENV_PEERS)}")
     env = peer_env.ensure_env(quiet=quiet)
-    model = peer_env.smollm2_folder() if method == "llmlingua" else peer_env.bert_arch_folder(env, quiet=quiet)
+    model = (peer_env.bert_arch_folder(env, quiet=quiet) if method == "llmlingua2-arch"
+             else peer_env.scorer_folder(scorer))
     cmd = [str(peer_env.env_python(env)), "-u", str(WORKER), "--method", method, "--model", str(model),
            "--threads", str(threads)]
     log_path = log_path or (env / f"worker-{method}.log")
@@ -235,7 +240,7 @@ def run_env_peer(method: str, requests: Sequence[dict[str, Any]], *, threads: in
             else:
                 run.outputs[str(msg["id"])] = msg
                 if progress:
-                    progress(1)
+                    progress(msg)
         rc = proc.wait()
         writer.join(timeout=5)
     if rc != 0 or not run.done:

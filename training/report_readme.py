@@ -66,7 +66,7 @@ def fmt_ms(x: Any) -> str:
 def _quality_cell(agg: Mapping[str, Any], task: str) -> str:
     if not agg.get("quality_meaningful", True):
         return NM
-    if task == "math":
+    if task in ("math", "math-fewshot"):
         stat = agg.get("number_retention")
         cell = fmt_ci(stat)
         if agg.get("all_numbers_kept") is not None:
@@ -110,9 +110,12 @@ def _peak_cell(agg: Mapping[str, Any]) -> str:
     return f"{v:,.0f}" + (" ‡" if agg.get("runs_in") == "peer-env" else "")
 
 
-QUALITY_HEADER = {"math": "number retention [95% CI]", "qa": "answer survival [95% CI]", "summary": "number retention or answer survival"}
+QUALITY_HEADER = {"math": "number retention [95% CI]", "qa": "answer survival [95% CI]",
+                  "summary": "number retention or answer survival", "math-fewshot": "number retention [95% CI]",
+                  "mc": "—"}
 GEN_HEADER = {"math": "agreement · accuracy orig→comp (sample n)", "qa": "agreement · EM · F1 orig→comp (sample n)",
-              "summary": "agreement/EM/F1 (sample n)"}
+              "summary": "agreement/EM/F1 (sample n)", "math-fewshot": "small evaluator (not run)",
+              "mc": "small evaluator (not run)"}
 
 
 def method_table(aggregates: Sequence[Mapping[str, Any]], task: str) -> list[str]:
@@ -174,8 +177,16 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     """The whole ``report.md`` of one run."""
     ds, cfg = metrics["dataset"], metrics["config"]
     task = ds["task"]
+    from training.downstream import reader_report
+
     lines = [f"# Compression benchmark: {ds['name']}", "", _dataset_line(metrics) + ".", "",
              f"Command: `{cfg.get('command', '')}`", ""]
+    downstream = reader_report(metrics)
+    lines += downstream
+    if downstream:
+        lines += ["## Cheap companions: string survival, the small evaluator, fidelity, latency", "",
+                  "Evaluator-free and small-model figures, measured on the same rows; they are not the verdict (a "
+                  "prompt can keep the answer string and still be unreadable).", ""]
     for rate, aggs in _by_rate(metrics).items():
         lines += [f"## Target rate {rate:g}", ""] + method_table(aggs, task) + [""]
     gen_n = (metrics.get("evaluator") or {}).get("gen_rows")

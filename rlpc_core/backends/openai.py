@@ -78,10 +78,10 @@ class OpenAIBackend:
             raise ValueError(f"chat_template={chat_template!r} must be 'auto' (ask the server's /props), 'none' (plain "
                              "text) or the path of a Jinja chat-template file")
         self.chat_template_source = chat_template
-        self.identity = f"openai:{self.base_url}#{self.model}"
         self.description = f"OpenAI-compatible server {self.base_url}, model {self.model}"
         self._template: Optional[tuple[str, Callable[[str], str]]] = None
-        self._template_lock = threading.Lock()
+        self._props: Optional[dict[str, Any]] = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -189,20 +189,42 @@ class OpenAIBackend:
 
         return self._pool(len(prompts), one)
 
-    # -- likelihood from prompt log-probabilities
+    # -- what the server says about itself
     def _root(self) -> str:
         parsed = urllib.parse.urlparse(self.base_url)
         path = parsed.path[:-3] if parsed.path.endswith("/v1") else parsed.path
         return urllib.parse.urlunparse(parsed._replace(path=path.rstrip("/")))
 
+    def props(self) -> dict[str, Any]:
+        """The server's ``GET /props`` (llama.cpp servers: chat template, model identity), ``{}`` where it has none.
+
+        Asked once, on first use (never at construction: a server may start after the evaluator is built)."""
+        with self._lock:
+            if self._props is None:
+                try:
+                    got = self._request("GET", f"{self._root()}/props")
+                    self._props = got if isinstance(got, dict) else {}
+                except _HTTPStatus:
+                    self._props = {}
+            return self._props
+
+    @property
+    def identity(self) -> str:
+        """The model's identity for cache keys: the weights' identity where the server publishes it (``rlpc
+        serve-reader`` does: the GGUF's sha256, whatever port it listens on), else the URL and model name."""
+        served = self.props().get("model_identity")
+        return f"openai:{self.model}@{served}" if served else f"openai:{self.base_url}#{self.model}"
+
+    # -- likelihood from prompt log-probabilities
     def chat_renderer(self) -> tuple[str, Callable[[str], str]]:
         """``(template identity, render(user message) -> prompt text ending where the reply begins)``."""
-        with self._template_lock:
+        props = self.props() if self.chat_template_source == "auto" else {}
+        with self._lock:
             if self._template is None:
-                self._template = self._load_template()
+                self._template = self._load_template(props)
             return self._template
 
-    def _load_template(self) -> tuple[str, Callable[[str], str]]:
+    def _load_template(self, props: dict[str, Any]) -> tuple[str, Callable[[str], str]]:
         from ..chat_template import plain_renderer, renderer
 
         src = self.chat_template_source
@@ -211,17 +233,12 @@ class OpenAIBackend:
         if src != "auto":
             text = Path(src).expanduser().read_text(encoding="utf-8")
             return renderer(text, bos_token="", eos_token="")
-        try:
-            props = self._request("GET", f"{self._root()}/props")
-        except _HTTPStatus as err:
-            raise ReaderCapabilityError(
-                f"the reader at {self.base_url} does not publish its chat template (GET {self._root()}/props answered "
-                f"HTTP {err.status}), which a likelihood needs to score the target as the assistant's reply; pass "
-                "chat_template='path/to/template.jinja' (or 'none' for plain text)") from None
         template = props.get("chat_template")
         if not template:
-            raise ReaderCapabilityError(f"GET {self._root()}/props has no chat_template; pass chat_template=PATH.jinja "
-                                        "(or 'none' for plain text)")
+            raise ReaderCapabilityError(
+                f"the reader at {self.base_url} does not publish its chat template (GET {self._root()}/props has "
+                "none), which a likelihood needs to score the target as the assistant's reply; pass "
+                "chat_template='path/to/template.jinja' (or 'none' for plain text)")
         return renderer(template, bos_token=props.get("bos_token") or "", eos_token=props.get("eos_token") or "")
 
     @property

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Downstream accuracy with a capable reader: how much Qwen2.5-Coder-1.5B-Instruct (llama.cpp) loses on the
+# compressed prompt against the original, per method and rate, on held-out rows, with paired CIs; then the pooled
+# summary (JSON, Markdown, PNG) and the README's quality block. Many hours on 2 CPU cores the first time; the
+# reader's answers are cached (sqlite, keyed by the GGUF's sha256 and the exact prompt) and every compression is
+# kept in OUT/compressions.jsonl, so a stopped run resumes where it stopped (RESUME=1 reuses the compressions).
+#   bash benchmarks/run_reader.sh [squad|nq|squad-multi|gsm8k|gsm8k-fewshot ...]
+# Knobs: READER (default llamacpp:qwen2.5-coder-1.5b-instruct; serve:ALIAS runs it behind a real server;
+# openai:URL#MODEL for your own endpoint), SCORER (LLMLingua's scorer, default qwen2.5-coder-0.5b-instruct),
+# LIMIT_QA / LIMIT_MULTI / LIMIT_MATH (rows), THREADS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+PY=.venv/bin/python
+READER=${READER:-llamacpp:qwen2.5-coder-1.5b-instruct}
+SCORER=${SCORER:-qwen2.5-coder-0.5b-instruct}
+THREADS=${THREADS:-2}
+OUT=benchmarks/results/reader
+RATES=0.33,0.5
+QA_METHODS=graph,extractive,longllmlingua,llmlingua,truncate,random,none
+# GSM8K has no separate question to rank documents by (the question setting compresses the question itself; the
+# few-shot setting compresses the worked examples once, without the question, as LLMLingua does): LongLLMLingua's
+# question-aware ranking does not apply, LLMLingua-1 is the peer there as in LLMLingua's own GSM8K experiments.
+MATH_METHODS=graph,extractive,llmlingua,truncate,random,none
+${PY} -m rlpc_core.cli models pull qwen2.5-coder-1.5b-instruct --format gguf --quiet
+run() {  # dataset, split, limit, methods
+  $PY -m training.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
+    --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \
+    --threads "$THREADS" --seed 0 --quiet ${RESUME:+--resume} --out "$OUT/$1"
+}
+datasets=("$@")
+[ ${#datasets[@]} -gt 0 ] || datasets=(squad nq squad-multi gsm8k gsm8k-fewshot)
+for ds in "${datasets[@]}"; do
+  case "$ds" in
+    squad) run squad heldout "${LIMIT_QA:-150}" "$QA_METHODS" ;;
+    nq) run nq heldout "${LIMIT_QA:-150}" "$QA_METHODS" ;;
+    squad-multi) run squad-multi heldout "${LIMIT_MULTI:-60}" "$QA_METHODS" ;;
+    gsm8k) run gsm8k test "${LIMIT_MATH:-100}" "$MATH_METHODS" ;;
+    gsm8k-fewshot) run gsm8k-fewshot test "${LIMIT_MATH:-100}" "$MATH_METHODS" ;;
+    *) echo "unknown dataset $ds (use squad, nq, squad-multi, gsm8k, gsm8k-fewshot)" >&2; exit 2 ;;
+  esac
+done
+$PY -m training.reader_summary "$OUT" --readme README.md
