@@ -11,6 +11,9 @@ added, so that a likelihood through HTTP is the likelihood in-process:
 
 * ``GET /props``: the GGUF's chat template and its BOS/EOS tokens, where llama.cpp's own C++ server publishes
   them; clients render ``template(message) + target`` from it;
+* ``POST /v1/chat/completions`` without ``repeat_penalty``: llama-cpp-python defaults it to 1.1, so
+  ``temperature=0`` would not be plain greedy decoding; here it defaults to 1.0 (no penalty), and a reply is the
+  one an in-process llama.cpp reader gives for the same message;
 * ``POST /v1/completions`` with ``echo`` and ``logprobs=0``: the prompt's token log-probabilities, computed
   teacher-forced from the logits of each position (:func:`rlpc_core.backends.llamacpp.token_logprobs`). The stock
   route of llama-cpp-python 0.3.36 scores each echoed token with the distribution that *follows* it when the
@@ -98,7 +101,7 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
     from fastapi.responses import JSONResponse
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
-    from llama_cpp.server.types import CreateCompletionRequest
+    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
     from starlette.concurrency import run_in_threadpool
 
     from .backends.llamacpp import chat_renderer_for
@@ -138,10 +141,21 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
             except (ValueError, ReaderError) as err:
                 return JSONResponse({"error": {"message": str(err), "type": "invalid_request_error"}}, status_code=400)
 
+    async def chat(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as err:
+            return JSONResponse({"error": {"message": f"the body is not JSON: {err}", "type": "invalid_request_error"}},
+                                status_code=400)
+        if isinstance(body, dict):
+            body.setdefault("repeat_penalty", 1.0)  # greedy means greedy: no penalty unless the client asks
+        return await server_app.create_chat_completion(request=request, body=CreateChatCompletionRequest(**body))
+
     deps = [Depends(server_app.authenticate)]
     before = len(app.router.routes)
     app.add_api_route("/props", props_route, methods=["GET"], dependencies=deps)
     app.add_api_route("/v1/completions", completions, methods=["POST"], dependencies=deps)
+    app.add_api_route("/v1/chat/completions", chat, methods=["POST"], dependencies=deps)
     # Routes match in order: ours go first, so they answer before the stock router's /v1/completions does.
     ours = app.router.routes[before:]
     del app.router.routes[before:]
@@ -224,6 +238,9 @@ class ReaderServer:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
                     if resp.status == 200:
                         return self
+            except urllib.error.HTTPError as err:
+                if err.code in (401, 403):  # up, and asking for the key clients will send
+                    return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.25)
