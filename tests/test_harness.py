@@ -148,7 +148,9 @@ def test_selective_context_with_the_real_small_lm(peers_registered):
 # ---------------------------------------------------------------- the benchmark end to end
 
 def _evaluate(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.evaluate", *args, "--out", str(out), "--quiet"],
+    # No reader unless a test names one: the default is the 1.5B judge where it is installed (minutes, not seconds).
+    reader = () if "--reader" in args else ("--reader", "none")
+    return subprocess.run([sys.executable, "-m", "training.evaluate", *args, *reader, "--out", str(out), "--quiet"],
                           cwd=ROOT, env=OFFLINE_ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -294,3 +296,140 @@ def test_fallback_summary_counts_reasons_and_the_policys_own_ratio():
     assert s["fallbacks"] == 3 and s["ratio_without_fallback"] == pytest.approx(0.7)
     assert s["fallback_reasons"] == {"the rewrite dropped numbers": 2, "generative raised RuntimeError": 1}
     assert fallback_summary([{"ratio": 0.5, "fallback": "x"}])["ratio_without_fallback"] is None
+
+
+# ---------------------------------------------------------------- settings built from the shared files
+
+def test_squad_multi_puts_each_question_among_its_articles_paragraphs():
+    from training.data import MULTI_PARAGRAPHS, SQUAD_TRAIN_ARTICLES, load
+
+    rows = read_jsonl(FILES["squad"])
+    title_of = {r["context"]: r["title"] for r in rows}
+    multi = load("squad-multi", split="heldout", limit=20, seed=0)
+    assert multi == load("squad-multi", split="heldout", limit=20, seed=0)  # deterministic
+    positions = set()
+    for e in multi:
+        assert e.task == "qa" and e.id.endswith("-multi") and len(e.units) == MULTI_PARAGRAPHS
+        assert e.text == "\n\n".join(e.units)
+        titles = {title_of[u] for u in e.units}
+        assert len(titles) == 1 and not titles & SQUAD_TRAIN_ARTICLES  # one held-out article, never a train one
+        gold = [u for u in e.units if any(a in u for a in e.answers)]
+        assert gold, "the question's own paragraph is in its context"
+        positions.add(e.units.index(gold[0]))
+    assert len(positions) > 3  # the gold paragraph is not always in one place
+    train = load("squad-multi", split="train", limit=5, seed=0)
+    assert all(title_of[e.units[0]] in SQUAD_TRAIN_ARTICLES for e in train)
+
+
+def test_gsm8k_fewshot_takes_its_examples_from_train_and_keeps_the_question_whole():
+    from training.data import load
+
+    train_questions = {r["question"].strip() for r in read_jsonl("gsm8k/train.jsonl")}
+    test_questions = {r["question"] for r in read_jsonl(FILES["gsm8k"])}
+    rows = load("gsm8k-fewshot", limit=5, seed=0)
+    assert len({e.text for e in rows}) == 1  # one block of worked examples before every question
+    for e in rows:
+        assert e.task == "math-fewshot" and e.question in test_questions and e.answers[0].lstrip("-").replace(".", "").isdigit()
+        assert e.question not in e.text
+    demos = rows[0].units
+    assert 8 <= len(demos) <= 30 and 1300 <= sum(len(d.split()) for d in demos) < 1600
+    for d in demos:
+        q = d.split("\nAnswer: ", 1)[0].removeprefix("Question: ").strip()
+        assert q in train_questions and "####" in d and "<<" not in d
+
+
+def test_a_multiple_choice_file_keeps_its_options_in_the_question(tmp_path):
+    from rlpc_core.evaluator import build_prompt, extract_choice
+    from training.data import DataError, load
+    from training.downstream import score
+
+    path = tmp_path / "mc.jsonl"
+    rows = [{"id": "q1", "context": "The sky over Paris was blue that day.", "question": "What colour was the sky?",
+             "options": ["red", "blue", "green"], "answer": "B"},
+            {"id": "q2", "context": "Seven is prime.", "question": "Which is NOT prime?", "options": ["7", "9"],
+             "answer": 1}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    got = {e.id: e for e in load(str(path))}
+    assert got["q1"].task == "mc" and got["q1"].question.endswith("(A) red\n(B) blue\n(C) green")
+    assert got["q2"].answers == ("B",)
+    prompt = build_prompt("mc", got["q1"].text, got["q1"].question)
+    assert "letter" in prompt and "(C) green" in prompt
+    assert score("mc", "(B) blue", extract_choice("(B) blue"), ("B",))["accuracy"] == 1.0
+    assert score("mc", "A", extract_choice("A"), ("B",))["accuracy"] == 0.0
+    path.write_text(json.dumps({**rows[0], "answer": "Z"}))
+    with pytest.raises(DataError, match="answer 'Z'"):
+        load(str(path))
+
+
+def test_compressions_are_stored_as_they_are_made_and_reused_on_resume(tmp_path):
+    read_jsonl(FILES["gsm8k"], limit=1)
+    out = tmp_path / "fewshot"
+    args = ("--dataset", "gsm8k-fewshot", "--methods", "graph,truncate,none", "--rate", "0.5", "--limit", "3",
+            "--evaluator", "none", "--feedback", "none", "--tokenizer", "words")
+    p = _evaluate(out, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    graph = [r for r in rows if r["method"] == "graph"]
+    assert len(graph) == 3 and {r["shared_by"] for r in graph} == {3} and len({r["text"] for r in graph}) == 1
+    stored = (out / "compressions.jsonl").read_text().splitlines()
+    assert len(stored) == 2  # one compression per method (none compresses nothing): the rows share one block
+    p = _evaluate(out, *args, "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (out / "compressions.jsonl").read_text().splitlines() == stored  # nothing recomputed
+
+
+# ---------------------------------------------------------------- downstream accuracy with a real reader
+
+needs_llama_cpp = pytest.mark.skipif(__import__("importlib").util.find_spec("llama_cpp") is None,
+                                     reason="llama-cpp-python is not installed (pip install 'rlpc[reader]'; CI installs it)")
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("reader", ["llamacpp:smollm2-135m-instruct", "serve:smollm2-135m-instruct"])
+def test_benchmark_with_a_reader_reports_accuracy_lost_against_the_original(reader, tmp_path):
+    read_jsonl(FILES["squad"], limit=1)
+    out = tmp_path / "squad"
+    p = _evaluate(out, "--dataset", "squad", "--split", "heldout", "--methods", "graph,truncate,none", "--rate", "0.5",
+                  "--limit", "3", "--evaluator", "none", "--feedback", "none", "--reader", reader,
+                  "--reader-n-ctx", "1024", "--qa-max-new-tokens", "12")
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    info = metrics["reader"]
+    assert info["task"] == "qa" and "{text}" in info["prompt"] and info["distinct_prompts"] <= 3 * 3
+    if reader.startswith("serve:"):
+        assert info["served"] == reader and info["spec"].startswith("openai:http://127.0.0.1:")
+    aggs = {a["method"]: a for a in metrics["aggregates"]}
+    none = aggs["none"]["reader"]
+    assert none["accuracy_lost"]["mean"] == 0.0 and none["n"] == 3
+    for m in ("graph", "truncate"):
+        rd = aggs[m]["reader"]
+        assert rd["n"] == 3 and 0.0 <= rd["accuracy"]["mean"] <= 1.0
+        lost = rd["accuracy_lost"]
+        assert lost["mean"] == pytest.approx(none["accuracy"]["mean"] - rd["accuracy"]["mean"])
+        assert lost["worse"] + lost["better"] <= 3 and {"em", "f1", "contains", "em_lost"} <= set(rd)
+        e2e = rd["end_to_end"]
+        assert e2e["n"] == 3 and e2e["prompt_tokens"] < e2e["prompt_tokens_original"]
+        assert 0 < e2e["billed_tokens_saved_share"] < 1
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["reader_accuracy"] in (0.0, 1.0) and r["reader_accuracy_original"] in (0.0, 1.0)
+        assert "<|im_start|>" not in r["reader_reply"]
+    report = (out / "report.md").read_text()
+    assert "## Downstream accuracy" in report and "accuracy lost" in report and "| `truncate` | 0.5 |" in report
+    assert (out / "accuracy_lost.png").stat().st_size > 0
+    # every answer is cached, keyed by the weights: a second run (a server on another port too) computes nothing
+    p = _evaluate(out, "--dataset", "squad", "--split", "heldout", "--methods", "graph,truncate,none", "--rate", "0.5",
+                  "--limit", "3", "--evaluator", "none", "--feedback", "none", "--reader", reader,
+                  "--reader-n-ctx", "1024", "--qa-max-new-tokens", "12")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["reader"]["computed"] == 0
+
+    from training import reader_summary
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- reader:start -->\nold\n<!-- reader:end -->\ntail\n")
+    assert reader_summary.main([str(tmp_path), "--readme", str(readme)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["datasets"]) == {"squad"} and "graph" in summary["pooled_qa"]["methods"]
+    text = readme.read_text()
+    assert "old" not in text and "Accuracy lost against the uncompressed prompt" in text and text.endswith("tail\n")

@@ -33,7 +33,7 @@ READER_TASKS = {"qa": "qa", "math": "math", "math-fewshot": "math-fewshot", "mc"
 ACCURACY_MEANS = {"qa": "the reply contains a gold answer (normalised, whole words)",
                   "math": "the final number equals the gold", "math-fewshot": "the final number equals the gold",
                   "mc": "the option letter equals the gold"}
-COST_FIELDS = ("prompt_tokens", "completion_tokens", "reused_tokens", "prefill_seconds", "generation_seconds")
+COST_FIELDS = ("prompt_tokens", "completion_tokens", "reused_tokens", "prefill_seconds", "generation_seconds", "seconds")
 
 
 def default_reader() -> Optional[str]:
@@ -173,18 +173,29 @@ def reader_aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int, throughput
     return out
 
 
+def _reader_seconds(r: Mapping[str, Any], suffix: str, throughput: Optional[float]) -> tuple[Optional[float], ...]:
+    """``(total, prefill measured, prefill cold, decoding)`` of one reply; a server that does not split prefill from
+    decoding gives its wall seconds as the total and ``None`` for the parts."""
+    prefill, gen = r.get(f"reader_prefill_seconds{suffix}"), r.get(f"reader_generation_seconds{suffix}")
+    if prefill is not None and gen is not None:
+        cold = _cold_prefill(r, suffix, throughput)
+        return cold + gen, prefill, cold, gen
+    wall = r.get(f"reader_seconds{suffix}")
+    return wall, None, None, None
+
+
 def end_to_end(rows: Sequence[Mapping[str, Any]], *, seed: int, throughput: Optional[float]) -> dict[str, Any]:
     """Per-row seconds of compression + the reader's prefill + decoding, against the uncompressed prompt's."""
     comp, prefill, cold, gen, total, orig_total, saved = [], [], [], [], [], [], []
     for r in rows:
         c = (r.get("seconds") or 0.0) / max(1, int(r.get("shared_by") or 1))  # a shared compression is paid once
-        p, pc = r.get("reader_prefill_seconds"), _cold_prefill(r, "", throughput)
-        g = r.get("reader_generation_seconds")
-        po, go = _cold_prefill(r, "_original", throughput), r.get("reader_generation_seconds_original")
-        if p is None or g is None or po is None or go is None:
+        t, p, pc, g = _reader_seconds(r, "", throughput)
+        to = _reader_seconds(r, "_original", throughput)[0]
+        if t is None or to is None:
             continue
-        comp.append(c), prefill.append(p), cold.append(pc), gen.append(g)
-        total.append(c + pc + g), orig_total.append(po + go), saved.append(po + go - (c + pc + g))
+        comp.append(c), total.append(c + t), orig_total.append(to), saved.append(to - (c + t))
+        if p is not None:
+            prefill.append(p), cold.append(pc), gen.append(g)
     tokens = {k: float(np.mean([r[f"reader_{k}"] for r in rows if r.get(f"reader_{k}") is not None] or [np.nan]))
               for k in ("prompt_tokens", "completion_tokens", "prompt_tokens_original", "completion_tokens_original")}
     billed = sum((r.get("reader_prompt_tokens") or 0) + (r.get("reader_completion_tokens") or 0) for r in rows)
@@ -193,9 +204,9 @@ def end_to_end(rows: Sequence[Mapping[str, Any]], *, seed: int, throughput: Opti
     out: dict[str, Any] = {"n": len(total), **tokens,
                            "billed_tokens_saved_share": (1 - billed / billed_orig) if billed_orig else None}
     if total:
-        out.update({"compression_s": float(np.mean(comp)), "prefill_s": float(np.mean(prefill)),
-                    "prefill_cold_s": float(np.mean(cold)), "generation_s": float(np.mean(gen)),
-                    "total_s": float(np.mean(total)), "original_total_s": float(np.mean(orig_total)),
+        mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+        out.update({"compression_s": mean(comp), "prefill_s": mean(prefill), "prefill_cold_s": mean(cold),
+                    "generation_s": mean(gen), "total_s": mean(total), "original_total_s": mean(orig_total),
                     "speedup": float(np.mean(orig_total) / np.mean(total)) if np.mean(total) > 0 else None,
                     "saved_s": _ci(saved, seed)})
     return out
@@ -254,8 +265,9 @@ def end_to_end_table(metrics: Mapping[str, Any]) -> list[str]:
         saved = e.get("saved_s") or {}
         ci = saved.get("ci") or [None, None]
         share = e.get("billed_tokens_saved_share")
-        lines.append(f"| `{a['method']}` | {a['rate']:g} | {e['compression_s']:.3f} | {e['prefill_s']:.2f} / "
-                     f"{e['prefill_cold_s']:.2f} | {e['generation_s']:.2f} | {e['total_s']:.2f} | "
+        split = (f"{e['prefill_s']:.2f} / {e['prefill_cold_s']:.2f} | {e['generation_s']:.2f}"
+                 if e.get("prefill_s") is not None else "— | — (the server reports wall seconds only)")
+        lines.append(f"| `{a['method']}` | {a['rate']:g} | {e['compression_s']:.3f} | {split} | {e['total_s']:.2f} | "
                      f"{e['original_total_s']:.2f} | {saved.get('mean', float('nan')):+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
                      f"{'—' if share is None else f'{100 * share:.1f}%'} |")
     return lines
