@@ -391,3 +391,18 @@ def test_server_with_an_api_key(tmp_path, monkeypatch):
             Evaluator(server.spec, cache=False, max_new_tokens=4).generate(["hi"])
         monkeypatch.setenv("OPENAI_API_KEY", "local-key-42")
         assert Evaluator(server.spec, cache=False, max_new_tokens=4).generate(["hi"])[0]
+
+
+@needs_llama_cpp
+def test_rewards_take_a_reader_spec(tmp_path):
+    """The reward registry's evaluator rewards run on any reader: here llama.cpp with its settings."""
+    from rlpc_core.rewards import get_reward
+
+    fn = get_reward("answer_likelihood", evaluator={"model": f"llamacpp:{SMOL}", "n_ctx": 1024, "threads": 2,
+                                                    "cache": str(tmp_path / "r.sqlite")}, task="qa")
+    original = "The Eiffel Tower is in Paris. It was finished in 1889."
+    scores = fn(prompts=["p"] * 2, completions=["The Eiffel Tower is in Paris.", "It was finished in 1889."],
+                original=[original] * 2, question=["In which city is the Eiffel Tower?"] * 2, answer=[["Paris"]] * 2)
+    assert 0.0 <= scores[1] < scores[0] <= 1.0
+    with pytest.raises(ValueError, match="not a setting of llamacpp readers"):
+        get_reward("answer_likelihood", evaluator={"model": f"llamacpp:{SMOL}", "concurrency": 2}, task="qa")

@@ -273,6 +273,27 @@ def end_to_end_table(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def pays_for_itself(metrics: Mapping[str, Any]) -> list[str]:
+    """Where compression plus the reader is faster than the reader on the uncompressed prompt, and where it is not
+    (by the CI of the per-row seconds saved), as sentences for the report."""
+    pays, costs, even = [], [], []
+    for a in metrics["aggregates"]:
+        e = (a.get("reader") or {}).get("end_to_end") or {}
+        saved = e.get("saved_s")
+        if a["method"] == NONE or not saved:
+            continue
+        label = f"`{a['method']}` at {a['rate']:g} ({saved['mean']:+.2f} s per row)"
+        (pays if saved["ci"][0] > 0 else costs if saved["ci"][1] < 0 else even).append(label)
+    out = []
+    if pays:
+        out.append("Pays for itself (seconds saved per row, CI above 0): " + ", ".join(pays) + ".")
+    if costs:
+        out.append("Costs more time than it saves (CI below 0): " + ", ".join(costs) + ".")
+    if even:
+        out.append("Within noise: " + ", ".join(even) + ".")
+    return out + [""] if out else []
+
+
 def reader_report(metrics: Mapping[str, Any]) -> list[str]:
     """The report's downstream section (empty without a reader)."""
     info = metrics.get("reader") or {}
@@ -287,6 +308,7 @@ def reader_report(metrics: Mapping[str, Any]) -> list[str]:
              "same reader); *broke / fixed* = rows right on the original and wrong compressed / the reverse.", ""]
     lines += reader_table(metrics) + [""]
     e2e = end_to_end_table(metrics)
+    verdict = pays_for_itself(metrics)
     if e2e:
         tput = info.get("prefill_tokens_per_second")
         lines += ["### End to end: compression + the reader, against the uncompressed prompt", "",
@@ -295,7 +317,7 @@ def reader_report(metrics: Mapping[str, Any]) -> list[str]:
                   "the KV cache of a prompt prefix the previous request shared; *cold* adds those reused tokens back at "
                   f"the run's measured prefill throughput ({tput:.0f} tokens/s) and is what *total* uses. "
                   "Compression pays for itself where *saved* is positive." if tput else
-                  "Seconds per row on this machine.", ""] + e2e + [""]
+                  "Seconds per row on this machine.", ""] + e2e + [""] + verdict
     lines += ["The reader's prompt (`{text}`: the compressed part; `{question}`: never compressed):", "",
               "```text", info["prompt"], "```", ""]
     return lines
@@ -332,5 +354,6 @@ def plot_reader(metrics: Mapping[str, Any], out: Any) -> list[str]:
     return ["accuracy_lost.png"]
 
 
-__all__ = ["ACCURACY_MEANS", "READER_TASKS", "default_reader", "end_to_end", "plot_reader", "prefill_throughput",
+__all__ = ["ACCURACY_MEANS", "READER_TASKS", "default_reader", "end_to_end", "pays_for_itself", "plot_reader",
+           "prefill_throughput",
            "reader_aggregate", "reader_report", "reader_table", "run_reader", "score"]

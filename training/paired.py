@@ -3,8 +3,8 @@
     python -m training.paired benchmarks/results/squad --reference graph
 
 Two methods measured on the same rows differ by less noise than their two confidence intervals suggest: this
-takes each row's difference (method minus reference) of the task's main metric (answer survival for qa, number
-retention for math) and of the likelihood Δ, and gives its mean with a 95% bootstrap CI, per rate and pooled over
+takes each row's difference (method minus reference) of the reader's accuracy where a reader was run, of the task's
+main metric (answer survival for qa, number retention for math) and of the likelihood Δ, and gives its mean with a 95% bootstrap CI, per rate and pooled over
 rates, plus how many rows each side wins. Reads ``FOLDER/rows.jsonl`` (written by ``python -m training.evaluate``)
 and writes ``FOLDER/paired.json`` and ``FOLDER/paired.md`` (``paired-vs-REFERENCE.*`` for another reference than
 the graph, so both can sit side by side).
@@ -27,6 +27,8 @@ def paired(rows: Sequence[dict[str, Any]], reference: str, seed: int = 0) -> dic
     by = {(r["method"], r["rate"], r["id"]): r for r in rows}
     tasks = {r["task"] for r in rows}
     metrics = [MAIN[t] for t in tasks if t in MAIN] + ["ll_delta"]
+    if any(r.get("reader_accuracy") is not None for r in rows):
+        metrics.insert(0, "reader_accuracy")  # the headline: a capable reader's accuracy (training.downstream)
     methods = sorted({r["method"] for r in rows} - {reference, "none"})
     rates = sorted({r["rate"] for r in rows})
     out: dict[str, Any] = {}
