@@ -102,6 +102,7 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
     from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+    from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
 
     from .backends.llamacpp import chat_renderer_for
@@ -123,33 +124,41 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
     async def props_route() -> dict[str, Any]:
         return props
 
-    async def completions(request: Request) -> Any:
+    def bad_request(message: str) -> Any:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=400)
+
+    async def parsed(request: Request, model: Any) -> tuple[Optional[dict[str, Any]], Any]:
+        """``(body, typed request)``, or ``(None, a 400 answer)`` for a body that is not a valid request."""
         try:
             body = await request.json()
+            if not isinstance(body, dict):
+                return None, bad_request("the body must be a JSON object")
+            if model is CreateChatCompletionRequest:
+                body.setdefault("repeat_penalty", 1.0)  # greedy means greedy: no penalty unless the client asks
+            return body, model(**body)
         except json.JSONDecodeError as err:
-            return JSONResponse({"error": {"message": f"the body is not JSON: {err}", "type": "invalid_request_error"}},
-                                status_code=400)
-        if not (isinstance(body, dict) and body.get("echo") and body.get("logprobs") is not None):
-            return await server_app.create_completion(request=request, body=CreateCompletionRequest(**body))
+            return None, bad_request(f"the body is not JSON: {err}")
+        except ValidationError as err:
+            return None, bad_request(f"invalid request: {err}")
+
+    async def completions(request: Request) -> Any:
+        body, typed = await parsed(request, CreateCompletionRequest)
+        if body is None:
+            return typed
+        if not (body.get("echo") and body.get("logprobs") is not None):
+            return await server_app.create_completion(request=request, body=typed)
         if body.get("logprobs"):
-            return JSONResponse({"error": {"message": "echo gives prompt log-probabilities with logprobs=0 only (no "
-                                           "top alternatives)", "type": "invalid_request_error"}}, status_code=400)
+            return bad_request("echo gives prompt log-probabilities with logprobs=0 only (no top alternatives)")
         async with contextlib.asynccontextmanager(server_app.get_llama_proxy)() as proxy:
             llama = proxy(body.get("model"))
             try:
                 return await run_in_threadpool(_echo_logprobs, llama, body)
             except (ValueError, ReaderError) as err:
-                return JSONResponse({"error": {"message": str(err), "type": "invalid_request_error"}}, status_code=400)
+                return bad_request(str(err))
 
     async def chat(request: Request) -> Any:
-        try:
-            body = await request.json()
-        except json.JSONDecodeError as err:
-            return JSONResponse({"error": {"message": f"the body is not JSON: {err}", "type": "invalid_request_error"}},
-                                status_code=400)
-        if isinstance(body, dict):
-            body.setdefault("repeat_penalty", 1.0)  # greedy means greedy: no penalty unless the client asks
-        return await server_app.create_chat_completion(request=request, body=CreateChatCompletionRequest(**body))
+        body, typed = await parsed(request, CreateChatCompletionRequest)
+        return typed if body is None else await server_app.create_chat_completion(request=request, body=typed)
 
     deps = [Depends(server_app.authenticate)]
     before = len(app.router.routes)

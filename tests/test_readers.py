@@ -309,6 +309,7 @@ def test_server_answers_as_in_process_llama_cpp_does(smol_server):
 
 @needs_llama_cpp
 def test_server_echo_logprobs_are_teacher_forced(smol_server):
+    import urllib.error
     import urllib.request
 
     from rlpc_core.backends.llamacpp import token_logprobs
@@ -328,6 +329,12 @@ def test_server_echo_logprobs_are_teacher_forced(smol_server):
     # " Paris" after "The capital of France is" is likely; llama-cpp-python's own route gave it -8.5 (off by one)
     paris = lp["tokens"].index(" Paris")
     assert lp["token_logprobs"][paris] > -3
+    for bad in (b"[1, 2]", b"not json", json.dumps({"prompt": prompt, "echo": True, "logprobs": 5}).encode()):
+        req = urllib.request.Request(smol_server.base_url + "/completions", method="POST", data=bad,
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req)
+        assert err.value.code == 400 and json.loads(err.value.read())["error"]["message"]
 
 
 @needs_llama_cpp
