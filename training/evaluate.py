@@ -323,8 +323,11 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
             for k, (rate, _) in jobs.items():
                 got = done[k]
                 for i in users[k]:
-                    records.append(_record(examples[i], method, rate, got["text"], got["seconds"], originals[i], counter,
-                                           got.get("fallback"), shared_by=len(users[k])))
+                    rec = _record(examples[i], method, rate, got["text"], got["seconds"], originals[i], counter,
+                                  got.get("fallback"), shared_by=len(users[k]))
+                    if method.runs_in == "peer-env":
+                        rec["scorer"] = scorer  # which small LM scored this row's tokens
+                    records.append(rec)
     finally:
         store.close()
     order = {(m.label, rate, e.id): n for n, (m, rate, e) in
