@@ -21,8 +21,11 @@ import numpy as np
 from .config import CompressorConfig, check_budget
 from .policies import ExtractivePolicy, check_policy_name, make_policy
 from .result import CompressionResult
-from .spans import ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_markup
+from .selection import fit_exact, percentile_ranks, select
+from .spans import VERBATIM_TAGS, ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_tags
+from .structure import analyze, task_text
 from .tokens import TokenCounter, get_counter
+from .units import Units, find_units
 from .words import Words, join_kept, split_words, words_in_spans
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,9 @@ class Compressor:
     ) -> CompressionResult:
         """Compress ``text`` to ``rate`` of its tokens (or to ``target_tokens``), keeping protected spans.
 
-        ``query`` makes compression question-aware (the query itself is not part of the output). ``protect``
+        ``rate="auto"`` is the dynamic rate: what is relevant (to the query, or to the prompt's own question) is
+        kept, the rest dropped, and ``result.ratio`` says the rate reached. ``query`` makes compression
+        question-aware (the query itself is not part of the output). ``protect``
         takes strings (every occurrence is kept) and compiled regular expressions (every match is kept);
         text inside ``<keep>…</keep>`` is kept too, with the tags removed.
         """
@@ -198,7 +203,8 @@ class Compressor:
     def _prepare(self, text: str, budget_spec: tuple[str, float], query, protect) -> "Union[_Job, CompressionResult]":
         """The job for ``text``, or its final result when there is nothing to compress (empty, within budget)."""
         start = time.perf_counter()
-        clean, markup_spans = strip_markup(text)
+        clean, typed = strip_tags(text)
+        markup_spans = [(a, b) for a, b, tag in typed if tag in VERBATIM_TAGS]
         if not clean.strip():
             # nothing to compress: no model is loaded for an empty prompt
             return CompressionResult(
@@ -212,9 +218,19 @@ class Compressor:
         costs = counter.word_costs(words)
         original = int(costs.sum())
         kind, value = budget_spec
-        budget = int(value) if kind == "tokens" else max(1, int(round(value * original)))
-        job = _Job(clean, words, costs, original, budget, spans, query, start)
-        if budget >= original:
+        if kind == "auto":  # the dynamic rate: no budget, the relevant blocks decide (reported as the rate reached)
+            budget = None
+        else:
+            budget = int(value) if kind == "tokens" else max(1, int(round(value * original)))
+        job = _Job(clean, words, costs, original, budget, spans, query, start, typed)
+        sel = self.config.selection
+        if not sel.words_only:
+            job.structure = analyze(words, query=query, typed=typed, verbatim_spans=spans, rules=sel.structure)
+            if query is None:
+                # the prompt's own question (else its closing instruction) makes scoring question-aware when the
+                # caller gives none
+                job.score_query = task_text(words, job.structure) or None
+        if budget is not None and budget >= original:
             return job.result(np.ones(len(words), dtype=bool), clean, original, self.config.policy, True, counter)
         job.prep_seconds = time.perf_counter() - start
         return job
@@ -232,7 +248,7 @@ class Compressor:
         counter = self.counter
         t0 = time.perf_counter()
         try:
-            scored = policy.score_batch([j.words.tokens for j in jobs], [j.query for j in jobs])
+            scored = policy.score_batch([j.words.tokens for j in jobs], [j.score_query for j in jobs])
         except Exception:
             log.warning("policy %s failed on a batch; compressing its texts one by one", policy.name, exc_info=True)
             return [j if not isinstance(j, _Job) else self._extract(j, policy, counter) for j in prepared]
@@ -252,7 +268,8 @@ class Compressor:
             return self._extract(job, policy, counter)
         try:
             # the policy speaks words; the budget's share of tokens maps onto the same share of words
-            target_words = max(1, int(round(len(job.words) * job.budget / job.original)))
+            share = (job.budget if job.budget is not None else self.config.rate * job.original) / job.original
+            target_words = max(1, int(round(len(job.words) * share)))
             rewritten = policy.rewrite(job.clean, target_words=target_words, query=job.query)
             reason = _reject_rewrite(job.clean, rewritten, job.spans, counter, job.original)
         except Exception as err:  # a rewriting model can fail in many ways; the prompt must still get through
@@ -265,7 +282,7 @@ class Compressor:
 
     def _extract(self, job: "_Job", policy, counter: TokenCounter, fallback: Optional[str] = None) -> CompressionResult:
         try:
-            scored = policy.score(job.words.tokens, query=job.query)
+            scored = policy.score(job.words.tokens, query=job.score_query)
         except Exception as err:
             reason = f"{policy.name} raised {type(err).__name__}: {err}"
             if policy.name != "graph":  # a trained policy that fails: the training-free graph still compresses
@@ -280,30 +297,44 @@ class Compressor:
 
     def _select(self, job: "_Job", scored, policy, counter: TokenCounter, shared_seconds: Optional[float] = None,
                 fallback: Optional[str] = None) -> CompressionResult:
-        """Keep the best-scoring words within the budget (protected ones always), then fit the exact count.
+        """Choose the kept words within the budget (:mod:`rlpc_core.selection`), then fit the exact token count.
 
         ``shared_seconds``: this job's share of a batch's scoring time; its ``seconds`` then count its own
         preparation, that share and its selection, not the time other texts of the batch took.
         """
         if shared_seconds is not None:
             job.start = time.perf_counter() - job.prep_seconds - shared_seconds
-        protected = scored.protected | words_in_spans(job.words, job.spans)
+        sel = self.config.selection
         scores = np.asarray(scored.scores, dtype=np.float64)
-        keep = select_words(scores, protected, job.costs, job.budget)
+        user = words_in_spans(job.words, job.spans)
+        if sel.words_only or getattr(policy, "words_only", False) or job.structure is None:
+            protected = scored.protected | user
+            budget = job.budget if job.budget is not None else max(1, int(round(self.config.rate * job.original)))
+            keep = select_words(scores, protected, job.costs, budget)
+            units, droppable = Units((), ()), ~protected
+        else:
+            structure = job.structure
+            units = find_units(job.words.tokens) if sel.units else Units((), ())
+            protected = structure.verbatim | user
+            keep = select(job.words, job.costs, scores, scored.protected, protected, structure, units, job.budget,
+                          query=job.query, config=sel)
+            droppable = ~protected & ~units.mask(len(job.words)) & ~scored.protected
+            budget = job.budget
         text = join_kept(job.words, keep)
         compressed = counter.count(text)
-        # Tokens can merge or split across the new word boundaries; trim the weakest words until the exact
-        # count fits (a few rounds at most, each dropping about the overshoot).
-        for _ in range(8):
-            over = compressed - job.budget
-            droppable = np.flatnonzero(keep & ~protected)
-            if over <= 0 or droppable.size == 0:
-                break
-            order = droppable[np.lexsort((-droppable, scores[droppable]))]
-            n_drop = int(np.searchsorted(np.cumsum(job.costs[order]), over)) + 1
-            keep[order[:n_drop]] = False
-            text = join_kept(job.words, keep)
-            compressed = counter.count(text)
+        if budget is not None:
+            # Tokens can merge or split across the new word boundaries; trim the weakest droppable words (whole
+            # units) until the exact count fits (a few rounds at most, each dropping about the overshoot).
+            ranks = percentile_ranks(scores)
+            for _ in range(8):
+                over = compressed - budget
+                if over <= 0 or not (keep & droppable).any():
+                    break
+                keep = fit_exact(keep, droppable, ranks, units, job.costs, over)
+                text = join_kept(job.words, keep)
+                compressed = counter.count(text)
+        else:
+            job.budget = int(compressed)  # the dynamic rate: the rate reached is the budget met
         protected_ok = bool(keep[protected].all())
         return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
 
@@ -311,9 +342,13 @@ class Compressor:
 class _Job:
     """The facts of one call, so result-building is written once."""
 
-    def __init__(self, clean: str, words: Words, costs, original: int, budget: int, spans, query, start: float):
+    def __init__(self, clean: str, words: Words, costs, original: int, budget: Optional[int], spans, query,
+                 start: float, typed=()):
         self.clean, self.words, self.costs, self.original = clean, words, costs, original
         self.budget, self.spans, self.query, self.start = budget, spans, query, start
+        self.typed = typed  # the caller's markup: (start, end, tag) over the clean text
+        self.structure = None  # rlpc_core.structure.Structure, unless the selection is words only
+        self.score_query = query  # what the policy scores against: the query, else the prompt's own question
         self.prep_seconds = 0.0
 
     def result(self, keep, text, compressed, method, protected_ok, counter, fallback=None) -> CompressionResult:
@@ -364,6 +399,8 @@ def _check_budget(rate: Any, target_tokens: Any, default_rate: float) -> tuple[s
     check_budget(rate, target_tokens)
     if target_tokens is not None:
         return ("tokens", int(target_tokens))
+    if rate == "auto":
+        return ("auto", 0.0)
     return ("rate", float(default_rate if rate is None else rate))
 
 

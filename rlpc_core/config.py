@@ -58,7 +58,7 @@ def check_budget(rate: Any, target_tokens: Any) -> None:
     if rate is not None and target_tokens is not None:
         raise ValueError(f"got both rate={rate!r} and target_tokens={target_tokens!r}: a budget is one or the "
                          "other; pass only one of them")
-    if rate is not None:
+    if rate is not None and rate != "auto":  # "auto": the dynamic rate (relevance decides what is kept)
         check_rate(rate)
     if target_tokens is not None:
         check_target_tokens(target_tokens)
@@ -118,6 +118,45 @@ class GraphConfig:
         _number("sentence_weight", self.sentence_weight, 0.0, 1.0)
         _number("similarity_threshold", self.similarity_threshold, -1.0, 1.0)
         _integer("chunk_words", self.chunk_words, 16, fix="use a few hundred words, e.g. 512")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How kept words are chosen under a budget: prompt structure, meaning units, coarse-to-fine blocks."""
+
+    #: Find the prompt's structure (instructions, the question, options, demonstrations, roles, headings, JSON)
+    #: and keep instructions, the question and options verbatim. Off: every word is compressible (markup and
+    #: ``protect=`` still hold).
+    structure: bool = True
+    #: Keep meaning units whole (negations with their scope, bounds, quantities, names, dates).
+    units: bool = True
+    #: Share of a kept sentence's tokens its short form may cut (filler first). Beyond that, whole low-value
+    #: sentences go instead: a reader understands fewer whole sentences better than more telegraphic ones.
+    max_word_drop: float = 0.4
+    #: The same share for number-bearing sentences of dense prompts (most sentences carry a number, as in a math
+    #: problem), where dropping a sentence loses a fact the answer needs: they may be cut down to their units.
+    dense_word_drop: float = 0.75
+    #: Weight of a sentence's coverage of the question (IDF-weighted shared words, in [0, 1]) in its value, next
+    #: to the policy's ranking of its words (in [0, 1]).
+    query_relevance: float = 2.0
+    #: Weight of its paragraph's coverage: in a multi-document context, the answer sentence often shares no word
+    #: with the question while its paragraph does.
+    paragraph_relevance: float = 1.0
+    #: ``rate="auto"``: keep the blocks whose value reaches this share of the best block's.
+    auto_threshold: float = 0.6
+    #: Plain word selection (keep the best-scoring words, numbers protected), as before structure existed.
+    #: For peers and ablations; the default is the coarse-to-fine selection above.
+    words_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("structure", "units", "words_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        _number("max_word_drop", self.max_word_drop, 0.0, 1.0)
+        _number("dense_word_drop", self.dense_word_drop, 0.0, 1.0)
+        _number("query_relevance", self.query_relevance, 0.0, 10.0)
+        _number("paragraph_relevance", self.paragraph_relevance, 0.0, 10.0)
+        _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 
 
 HINT_MODES = ("none", "list", "markers")
@@ -210,6 +249,8 @@ class CompressorConfig:
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     #: Settings of the extractive MiniLM policy (used when ``policy="extractive"``).
     extractive: ExtractiveConfig = field(default_factory=ExtractiveConfig)
+    #: How kept words are chosen: structure, meaning units, coarse-to-fine (every extractive policy).
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -248,7 +289,8 @@ class CompressorConfig:
 
 
 #: The nested sections of CompressorConfig, each its own frozen dataclass.
-_SECTIONS = {"graph": GraphConfig, "generative": GenerativeConfig, "extractive": ExtractiveConfig}
+_SECTIONS = {"graph": GraphConfig, "generative": GenerativeConfig, "extractive": ExtractiveConfig,
+             "selection": SelectionConfig}
 
 
 def _replace_section(section: Any, changes: Mapping[str, Any], name: str) -> Any:

@@ -2,7 +2,9 @@
 
 Three sources, merged into one list of character spans over the markup-free text:
 
-* markup in the prompt itself: ``<keep>…</keep>`` around any text (the tags are removed from the output);
+* markup in the prompt itself: ``<keep>…</keep>`` around any text (the tags are removed from the output), and
+  the typed tags :mod:`rlpc_core.structure` reads (``<question>``, ``<instruction>``: verbatim too; ``<demo>``,
+  ``<compress>``);
 * ``protect=``: literal strings (every occurrence) or compiled regular expressions (every match);
 * fenced code blocks (```` ``` ```` or ``~~~``), kept whole by default because dropping a token from code
   breaks it.
@@ -19,48 +21,60 @@ KEEP_CLOSE = "</keep>"
 ProtectSpec = Union[str, "re.Pattern[str]"]
 Span = tuple[int, int]
 
-_MARKUP = re.compile(re.escape(KEEP_OPEN) + "|" + re.escape(KEEP_CLOSE))
+#: Markup a caller puts in a prompt: ``keep`` (verbatim), ``question`` and ``instruction`` (verbatim, and what they
+#: are), ``demo`` (one few-shot demonstration: kept or dropped whole), ``compress`` (compressible, whatever the
+#: structure rules would say). Tags of one kind cannot nest; tags of different kinds can.
+TAGS = ("keep", "question", "instruction", "demo", "compress")
+VERBATIM_TAGS = frozenset({"keep", "question", "instruction"})
+_MARKUP = re.compile(r"</?(?:" + "|".join(TAGS) + r")>")
 # A fence opens at the start of a line with ``` or ~~~ and closes at the next line starting with the same fence;
 # an unclosed fence runs to the end of the text (losing code is worse than over-protecting it).
 _FENCE = re.compile(r"^(?P<fence>```|~~~)[^\n]*\n.*?(?:^(?P=fence)[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
 
 
-def strip_markup(text: str) -> tuple[str, list[Span]]:
-    """Remove ``<keep>``/``</keep>`` tags and return the clean text with the spans they enclosed."""
-    if KEEP_OPEN not in text and KEEP_CLOSE not in text:
+def strip_tags(text: str) -> tuple[str, list[tuple[int, int, str]]]:
+    """Remove the markup tags (:data:`TAGS`) and return the clean text with ``(start, end, tag)`` spans over it."""
+    if "<" not in text or not _MARKUP.search(text):
         return text, []
     out: list[str] = []
-    spans: list[Span] = []
-    pos = 0  # position in the original text
+    spans: list[tuple[int, int, str]] = []
+    pos = 0
     clean_len = 0
-    open_at: int | None = None  # clean-text offset of the pending <keep>, and its original offset
-    open_orig = 0
+    open_at: dict[str, tuple[int, int]] = {}  # tag -> (clean offset, original offset) of its pending opening
     for m in _MARKUP.finditer(text):
         out.append(text[pos : m.start()])
         clean_len += m.start() - pos
         pos = m.end()
-        if m.group() == KEEP_OPEN:
-            if open_at is not None:
+        tag = m.group().strip("</>")
+        opening, closing = f"<{tag}>", f"</{tag}>"
+        if not m.group().startswith("</"):
+            if tag in open_at:
                 raise ValueError(
-                    f"nested {KEEP_OPEN} at character {m.start()} (the previous one opened at {open_orig}): "
-                    f"{KEEP_OPEN}…{KEEP_CLOSE} spans cannot nest; close the first span before opening another"
+                    f"nested {opening} at character {m.start()} (the previous one opened at {open_at[tag][1]}): "
+                    f"{opening}…{closing} spans cannot nest; close the first span before opening another"
                 )
-            open_at, open_orig = clean_len, m.start()
+            open_at[tag] = (clean_len, m.start())
         else:
-            if open_at is None:
+            if tag not in open_at:
                 raise ValueError(
-                    f"{KEEP_CLOSE} at character {m.start()} has no matching {KEEP_OPEN}: every protected span "
-                    f"must be written {KEEP_OPEN}text{KEEP_CLOSE}; add the opening tag or remove this one"
+                    f"{closing} at character {m.start()} has no matching {opening}: every such span "
+                    f"must be written {opening}text{closing}; add the opening tag or remove this one"
                 )
-            spans.append((open_at, clean_len))
-            open_at = None
-    if open_at is not None:
+            spans.append((open_at.pop(tag)[0], clean_len, tag))
+    if open_at:
+        tag, (_, orig) = next(iter(open_at.items()))
         raise ValueError(
-            f"{KEEP_OPEN} at character {open_orig} is never closed: every protected span must be written "
-            f"{KEEP_OPEN}text{KEEP_CLOSE}; add {KEEP_CLOSE} where the span ends"
+            f"<{tag}> at character {orig} is never closed: every such span must be written "
+            f"<{tag}>text</{tag}>; add </{tag}> where the span ends"
         )
     out.append(text[pos:])
-    return "".join(out), spans
+    return "".join(out), sorted(spans)
+
+
+def strip_markup(text: str) -> tuple[str, list[Span]]:
+    """Remove the markup tags and return the clean text with the spans that must come out verbatim."""
+    clean, typed = strip_tags(text)
+    return clean, [(a, b) for a, b, tag in typed if tag in VERBATIM_TAGS]
 
 
 def check_protect(protect: ProtectSpec | Iterable[ProtectSpec] | None) -> tuple[ProtectSpec, ...]:

@@ -1,0 +1,276 @@
+"""Coarse-to-fine selection under a token budget, shared by every extractive policy.
+
+A policy scores words; this decides which to keep, so that a compressed prompt reads as whole, relevant
+sentences rather than a scatter of strong words:
+
+1. **verbatim first**: instructions, the question and its options, roles, headings, code, JSON and everything the
+   caller protected are kept whatever the budget (when they alone exceed it, they are kept and the budget is
+   reported as missed: meaning before budget);
+2. **coarse**: the rest is cut into blocks, one per sentence and one per few-shot demonstration. Each block gets a
+   value: how highly the policy ranks its words, plus how much of the question it covers (and its paragraph
+   covers). Blocks are kept in order of value, each in its *short form*, while the budget allows; a
+   demonstration only whole, so examples are dropped whole before any word inside one is cut;
+3. **fine**: the budget left is spent putting back the best words the short forms cut.
+
+A block's short form keeps its meaning units whole (negations with their scope, bounds, quantities, names,
+dates: :mod:`rlpc_core.units`), its numbers and its content words, and cuts at most ``max_word_drop`` of its
+tokens of filler (stopwords), weakest first. In a dense prompt (a math problem: most sentences carry a number the
+answer needs) a number-bearing sentence's short form may also cut its weakest content words, down to
+``dense_word_drop``. Numbers are therefore protected only together with the
+sentence that gives them meaning, and only within what the budget keeps: the budget is met.
+
+With ``budget=None`` (``rate="auto"``) the rate is dynamic: every block whose value reaches ``auto_threshold`` of
+the best block's is kept whole, the others dropped, and the rate reached is whatever that leaves.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Optional
+
+import numpy as np
+
+from .config import SelectionConfig
+from .graph import lemmatize, normalize, query_lemmas
+from .structure import INSTRUCTION, MARKER, QUESTION, Structure, task_text
+from .units import Units
+from .words import Words
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+#: Words a reader can do without inside a kept sentence: articles, forms of "be" and "have", pronouns, the commonest
+#: prepositions and "and". Not filler, though stopwords: negations, modals (must, may, should), relations in time,
+#: space and quantity (before, after, until, without, except, unless, only, under, over, than, per, or).
+FILLER = frozenset("""a an the is are was were be been being am it its this that these those there here of to in on
+    at by for with from as into onto upon about and so such very just also then which who whom whose what do does
+    did doing has have had having i me my we our us you your yours he him his she her hers they them their theirs
+    itself himself herself themselves ourselves myself yourself yourselves""".split())
+
+
+def sentence_ids(words: Words) -> tuple[np.ndarray, np.ndarray]:
+    """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? or a line break, a paragraph at a
+    blank line."""
+    n = len(words)
+    sent = np.zeros(n, dtype=np.int64)
+    para = np.zeros(n, dtype=np.int64)
+    s = p = 0
+    text, starts, ends = words.text, words.starts, words.ends
+    for i in range(1, n):
+        gap = text[ends[i - 1] : starts[i]]
+        if "\n" in gap or _SENTENCE_END.search(text[starts[i - 1] : ends[i - 1]]):
+            s += 1
+        if gap.count("\n") >= 2:
+            p += 1
+        sent[i], para[i] = s, p
+    return sent, para
+
+
+def percentile_ranks(scores: np.ndarray) -> np.ndarray:
+    """Scores as ranks in [0, 1] (ties share a rank): comparable across policies whatever their scale."""
+    n = len(scores)
+    if n <= 1:
+        return np.ones(n)
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    # ties: the mean rank of their group
+    uniq, inv = np.unique(scores, return_inverse=True)
+    if len(uniq) < n:
+        ranks = (np.bincount(inv, weights=ranks) / np.bincount(inv))[inv]
+    return ranks / (n - 1)
+
+
+def _lemmas(words: Words) -> list[str]:
+    return [lemmatize(normalize(w)) for w in words.tokens]
+
+
+def _coverage(group: np.ndarray, lemmas: list[str], q: dict[str, float], n_groups: int) -> np.ndarray:
+    """Share of the question's IDF weight each group (sentence or paragraph) covers, in [0, 1]."""
+    total = sum(q.values()) or 1.0
+    seen: list[set] = [set() for _ in range(n_groups)]
+    for i, lem in enumerate(lemmas):
+        if lem in q:
+            seen[group[i]].add(lem)
+    return np.asarray([sum(q[l] for l in s) / total for s in seen], dtype=np.float64)
+
+
+def question_weights(query: Optional[str], words: Words, structure: Structure, lemmas: list[str],
+                     sent: np.ndarray) -> dict[str, float]:
+    """IDF weight (over the prompt's sentences) of each content lemma of the question: the caller's ``query``, or
+    the question the prompt itself asks. Rare words the question shares with a sentence say most about it."""
+    q_lemmas = query_lemmas(query or task_text(words, structure))
+    if not q_lemmas:
+        return {}
+    # document frequency over the sentences that could answer (the question's own words are not evidence)
+    asked = (structure.kind == QUESTION) | (structure.kind == INSTRUCTION)
+    n_sent = int(sent.max()) + 1 if len(sent) else 1
+    df: Counter = Counter()
+    for s_lemmas in _group_sets([l if not a else "" for l, a in zip(lemmas, asked)], sent, n_sent):
+        df.update(s_lemmas)
+    # a question word no sentence has cannot tell sentences apart: left out of the weights (and the total)
+    return {l: math.log(1.0 + n_sent / df[l]) for l in q_lemmas if df[l] > 0}
+
+
+def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
+    out: list[set] = [set() for _ in range(n)]
+    for i, lem in enumerate(lemmas):
+        out[group[i]].add(lem)
+    return out
+
+
+def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
+           structure: Structure, units: Units, budget: Optional[int], *, query: Optional[str],
+           config: SelectionConfig) -> np.ndarray:
+    """The keep mask of ``words`` (see the module docstring). ``numbers``: words the policy protects (kept
+    within their kept block); ``verbatim``: words kept whatever the budget; ``budget=None``: the dynamic rate."""
+    n = len(words)
+    keep = verbatim.copy()
+    if n == 0:
+        return keep
+    costs = np.asarray(costs, dtype=np.int64)
+    sent, para = sentence_ids(words)
+    ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
+    lemmas = _lemmas(words)
+    norm = [normalize(w) for w in words.tokens]
+    in_unit = units.mask(n)
+    unit_of = units.unit_of(n)
+    members = [np.arange(lo, hi) for lo, hi in units.spans]
+    filler = np.fromiter((x in FILLER or not x for x in norm), dtype=bool, count=n)
+    filler &= ~in_unit
+    critical = (in_unit | numbers | (structure.kind == MARKER)) & ~verbatim
+
+    # blocks: one per demonstration, one per sentence of the rest (never verbatim words)
+    block = np.full(n, -1, dtype=np.int64)
+    free = ~verbatim
+    demo_words = free & (structure.demo >= 0)
+    n_demos = int(structure.demo.max()) + 1 if demo_words.any() else 0
+    block[demo_words] = structure.demo[demo_words]
+    rest = free & ~demo_words
+    if rest.any():
+        _, sent_block = np.unique(sent[rest], return_inverse=True)
+        block[rest] = n_demos + sent_block
+    n_blocks = int(block.max()) + 1 if (block >= 0).any() else 0
+    if n_blocks == 0:
+        return keep
+    is_demo = np.zeros(n_blocks, dtype=bool)
+    is_demo[:n_demos] = True
+
+    # value: the policy's ranking of the block's content words, plus its (and its paragraph's) question coverage
+    content = ~filler
+    sums = np.bincount(block[free], weights=(ranks * content)[free], minlength=n_blocks)
+    counts = np.bincount(block[free], weights=content[free].astype(np.float64), minlength=n_blocks)
+    all_sums = np.bincount(block[free], weights=ranks[free], minlength=n_blocks)
+    all_counts = np.bincount(block[free], minlength=n_blocks).astype(np.float64)
+    value = np.where(counts > 0, sums / np.maximum(counts, 1), all_sums / np.maximum(all_counts, 1))
+    q = question_weights(query, words, structure, lemmas, sent)
+    if q:
+        n_para = int(para.max()) + 1
+        sent_cov = _coverage(sent, lemmas, q, int(sent.max()) + 1)
+        para_cov = _coverage(para, lemmas, q, n_para)
+        first_word = np.full(n_blocks, -1, dtype=np.int64)
+        for i in np.flatnonzero(free)[::-1]:
+            first_word[block[i]] = i
+        # a demonstration's coverage: its best sentence
+        best_sent = np.zeros(n_blocks)
+        np.maximum.at(best_sent, block[free], sent_cov[sent[free]])
+        value = value + config.query_relevance * best_sent + config.paragraph_relevance * para_cov[para[first_word]]
+
+    full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
+    mandatory = int(costs[verbatim].sum())
+
+    if budget is None:  # the dynamic rate: relevant blocks whole
+        chosen = value >= config.auto_threshold * value.max()
+        keep |= free & chosen[np.maximum(block, 0)]
+        return keep
+
+    # short forms: cut filler (weakest first), then the weakest other non-critical words, up to the cap
+    short = free.copy()
+    order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
+    cut_cost = np.zeros(n_blocks, dtype=np.int64)
+    share = np.full(n_blocks, config.max_word_drop)
+    # Dense prompts (a math problem: nearly every sentence carries a number the answer needs) lose less by cutting
+    # deeper inside their sentences than by dropping one: those blocks may be cut down to their units.
+    with_number = np.zeros(n_blocks, dtype=bool)
+    with_number[np.unique(block[free & numbers])] = True
+    if (~is_demo).any() and with_number[~is_demo].mean() >= 0.6 and _asks_quantity(words, structure, query):
+        share[with_number & ~is_demo] = config.dense_word_drop
+    cap = np.floor(full_cost * share).astype(np.int64)
+    cap[is_demo] = 0  # a demonstration is kept whole or not at all (see the fallback below)
+    dense = share > config.max_word_drop
+    for i in order:
+        b = block[i]
+        if b < 0 or critical[i] or not free[i] or not (filler[i] or dense[b]):
+            continue  # a sentence's short form cuts filler only; a dense one's, its weakest other words too
+        if cut_cost[b] + costs[i] <= cap[b]:
+            short[i] = False
+            cut_cost[b] += costs[i]
+    short_cost = full_cost - cut_cost
+
+    room = budget - mandatory
+    chosen = np.zeros(n_blocks, dtype=bool)
+    by_value = np.lexsort((np.arange(n_blocks), -value))
+    crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
+    for pos, b in enumerate(by_value):
+        if short_cost[b] <= room:
+            chosen[b] = True
+            room -= short_cost[b]
+        elif pos == 0 and not is_demo[b] and crit_cost[b] <= room:
+            # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
+            # its units (the fine stage below puts its best words back first)
+            chosen[b] = True
+            in_b = (block == b) & free
+            short[in_b & ~critical] = False
+            room -= crit_cost[b]
+    keep |= short & free & chosen[np.maximum(block, 0)]
+
+    # fine: put back the best words the short forms cut, whole units at a time
+    back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
+    for i in back[np.lexsort((back, -ranks[back]))]:
+        if keep[i]:
+            continue
+        group = members[unit_of[i]] if unit_of[i] >= 0 else np.asarray([i])
+        c = int(costs[group[~keep[group]]].sum())
+        if c <= room:
+            keep[group] = True
+            room -= c
+    # blocks that did not fit before may fit in what is left
+    for b in by_value:
+        if not chosen[b] and short_cost[b] <= room:
+            chosen[b] = True
+            room -= short_cost[b]
+            keep |= short & (block == b)
+    return keep
+
+
+_QUANTITY_QUESTION = re.compile(r"\bhow (?:many|much|long|far|old|often)\b|\b(?:total|sum|average|percent(?:age)?|"
+                                r"profit|cost|calculate|compute|difference|remain(?:s|ing)?|left)\b", re.IGNORECASE)
+
+
+def _asks_quantity(words: Words, structure: Structure, query: Optional[str]) -> bool:
+    """Whether the question asks for a quantity (a math problem, where every number is a fact the answer needs)."""
+    asked = query or " ".join(w for w, k in zip(words.tokens, structure.kind) if k == QUESTION)
+    return bool(_QUANTITY_QUESTION.search(asked))
+
+
+def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units: Units, costs: np.ndarray,
+              over: int) -> np.ndarray:
+    """Drop the weakest droppable kept words (whole units) until about ``over`` tokens are gone."""
+    keep = keep.copy()
+    unit_of = units.unit_of(len(keep))
+    cand = np.flatnonzero(keep & droppable)
+    dropped = 0
+    for i in cand[np.lexsort((-cand, ranks[cand]))]:
+        if dropped >= over:
+            break
+        if not keep[i]:
+            continue
+        group = np.arange(*units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+        if not droppable[group].all():
+            continue
+        keep[group] = False
+        dropped += int(costs[group].sum())
+    return keep
+
+
+__all__ = ["FILLER", "fit_exact", "percentile_ranks", "question_weights", "select", "sentence_ids"]

@@ -1,0 +1,371 @@
+"""Prompt structure: which parts of a prompt are instructions, the question, options, examples, or context.
+
+A reader needs some parts of a prompt whole: the instructions (what to do, in what format), the question, the
+options of a multiple-choice question, chat-role labels, headings, code and JSON. Only the rest (retrieved
+context, background, the body of worked examples) is what compression should spend its cuts on. This module
+finds those parts with cheap, language-light rules (no parser, no model), on the whitespace words the
+compressor keeps or drops:
+
+* **roles**: ``System:``, ``User:``, ``Assistant:`` (and ``Human:``, ``AI:``) labels, ``### Instruction:``,
+  ``<|system|>``; a system turn's text is an instruction;
+* **instructions**: sentences that tell the model what to do or how to answer, in the prompt's first and last
+  paragraphs and wherever they name the output ("Reply with the letter only", "Return valid JSON", "Never promise
+  refunds"): imperative openings, "you must/should", format words;
+* **the question**: the last question of the prompt (a sentence ending in "?", or what follows the last
+  ``Question:`` label) when the caller gives no separate ``query``;
+* **options**: runs of lettered options, ``(A) red (B) blue`` inline or one per line, kept with their labels;
+* **demonstrations**: few-shot examples (``Q:``/``A:``, ``Question:``/``Answer:``, ``Input:``/``Output:``,
+  ``Example N:``), each one unit that is kept or dropped whole before any word inside one is cut;
+* **headings and list markers**: Markdown headings and ``Label:`` lines are kept; a list marker (``-``, ``1.``)
+  goes with its item (kept when any word of the item is);
+* **code and JSON**: fenced code blocks and JSON objects or arrays, kept whole (they must still parse).
+
+The caller overrides any of it with markup (:mod:`rlpc_core.spans`): ``<keep>…</keep>`` (verbatim),
+``<question>…</question>`` and ``<instruction>…</instruction>`` (verbatim, typed), ``<demo>…</demo>`` (one
+demonstration), ``<compress>…</compress>`` (compressible whatever the rules say). Nothing here ever changes the
+text; it labels words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .words import Words, words_in_spans
+
+# Word kinds, in order of precedence (a word gets the first that applies).
+KEEP, CODE, JSON_, ROLE, HEADING, QUESTION, INSTRUCTION, OPTION, MARKER, DEMO, CONTEXT = range(11)
+KIND_NAMES = ("keep", "code", "json", "role", "heading", "question", "instruction", "option", "marker",
+              "demonstration", "context")
+#: Kinds never compressed by default: the compressor keeps these words whatever the budget.
+VERBATIM = frozenset({KEEP, CODE, JSON_, ROLE, HEADING, QUESTION, INSTRUCTION})
+
+_ROLE = re.compile(r"^[ \t]*(?:#{1,4}[ \t]*)?(?P<role>system|user|assistant|human|ai|bot|customer|agent|model|"
+                   r"instruction|instructions|response)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SPECIAL_ROLE = re.compile(r"<\|(?:system|user|assistant|im_start|im_end|end)\|>|<\|im_start\|>\w+")
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+\S[^\n]*$", re.MULTILINE)
+# "Context:", "Documents:", "Options:" alone on a line, or a short label opening a line ("Question: ...")
+_LABEL_LINE = re.compile(r"^[ \t]*[A-Z][\w /()'-]{0,40}:[ \t]*$", re.MULTILINE)
+_LINE_LABEL = re.compile(r"^[ \t]*(?P<label>(?:[A-Z][a-z]+[ \t]?){1,3}(?:\d+)?:)(?=[ \t]+\S)", re.MULTILINE)
+_LIST_MARKER = re.compile(r"^[ \t]*(?P<m>[-*•‣▪]|\d{1,3}[.)]|[ivx]{1,4}[.)])[ \t]+(?=\S)", re.MULTILINE)
+_OPTION_LINE = re.compile(r"^[ \t]*(?P<m>\(?(?P<l>[A-Ja-j])[).:])[ \t]+\S[^\n]*$", re.MULTILINE)
+_INLINE_OPTION = re.compile(r"\((?P<l>[A-J])\)[ \t]*[^()\n]+")
+_DEMO_Q = re.compile(r"^[ \t]*(?P<label>Q|Question|Input|Problem|Example(?:[ \t]+\d+)?|Text|Review|Sentence|"
+                     r"Passage|Premise)[ \t]*\d*[ \t]*[:.)][ \t]*", re.IGNORECASE | re.MULTILINE)
+_DEMO_A = re.compile(r"^[ \t]*(?P<label>A|Answer|Output|Solution|Label|Sentiment|Result|Response)[ \t]*[:.)]",
+                     re.IGNORECASE | re.MULTILINE)
+_SENT_END = re.compile(r"[.!?][\"')\]]*$")
+_IMPERATIVE = frozenset("""answer reply respond return output write summarise summarize translate classify give
+    provide list explain use do don't dont never always only make ensure be keep format include avoid think solve
+    choose select pick rate rank extract identify review draft fix check compare describe state cite mention limit
+    start end put wrap follow read consider assume ignore focus note remember respond refuse decline tell show
+    generate create rewrite convert count calculate compute determine find label tag mark please""".split())
+# Phrases that only an instruction to the model contains: how to answer, in what form.
+_FORMAT_CUES = re.compile(
+    r"\b(?:you (?:must|should) (?:answer|reply|respond|use only|only)|your (?:task|answer|reply|response|job) (?:is|should)|"
+    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)|(?:answer|reply|respond) (?:briefly|concisely)|"
+    r"valid json|in json|json (?:object|format)|in one word|one word only|letter only|the letter of|"
+    r"(?:in|as|use) (?:at most )?(?:\d+|one|two|three|four|five) (?:bullet|bullets|bullet points|sentences|words)|"
+    r"at most \d+ (?:words|sentences|bullets)|no more than \d+ (?:words|sentences)|"
+    r"do not (?:include|add|explain|answer|repeat) |don't (?:include|add|explain)|no explanations?|"
+    r"step by step|final answer|output format|in (?:english|french|german|spanish)\b)",
+    re.IGNORECASE)
+_CONTEXT_LABELS = re.compile(r"^(?:context|documents?|passages?|sources?|background|transcript|article|text|"
+                             r"notes?|data|knowledge|retrieved|search results?|excerpts?|email|thread|history)\b",
+                             re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Per-word labels of a prompt (arrays as long as its words)."""
+
+    #: Kind of each word (``KEEP`` ... ``CONTEXT``; names in :data:`KIND_NAMES`).
+    kind: np.ndarray
+    #: Demonstration index of each word (``-1`` outside demonstrations).
+    demo: np.ndarray
+    #: List item each marker word belongs to, as the index of the item's first word after the marker (else -1).
+    marker_of: np.ndarray
+
+    @property
+    def verbatim(self) -> np.ndarray:
+        """Words kept whatever the budget: instructions, the question and its options, roles, headings, code,
+        JSON, markup. (Options inside a demonstration go with their demonstration.)"""
+        return np.isin(self.kind, list(VERBATIM)) | ((self.kind == OPTION) & (self.demo < 0))
+
+    def count(self, kind: int) -> int:
+        return int((self.kind == kind).sum())
+
+    def describe(self) -> dict[str, int]:
+        """How many words of each kind (for debugging and reports)."""
+        return {KIND_NAMES[k]: int(n) for k, n in zip(*np.unique(self.kind, return_counts=True))}
+
+
+def _lines(text: str) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for line in text.split("\n"):
+        out.append((pos, pos + len(line)))
+        pos += len(line) + 1
+    return out
+
+
+def json_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of JSON objects/arrays in ``text`` (at least one key or two items; parsed, not guessed)."""
+    spans, decoder, pos = [], json.JSONDecoder(), 0
+    for m in re.finditer(r"[{\[]", text):
+        start = m.start()
+        if start < pos:
+            continue
+        line_start = text.rfind("\n", 0, start) + 1
+        before = text[line_start:start].strip()
+        if before and not before.endswith((":", "=", "(", ",", "`")):
+            continue  # a bracket inside prose, not a JSON value
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and value or isinstance(value, list) and len(value) >= 2:
+            spans.append((start, end))
+            pos = end
+    return spans
+
+
+def _sentence_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Sentences of ``text[lo:hi]`` (ends at . ! ? followed by space/newline, or at a line break)."""
+    out, start = [], lo
+    for m in re.finditer(r"(?<=[.!?])[\"')\]]*(?=\s)|\n", text[lo:hi]):
+        end = lo + m.end()
+        if text[start:end].strip():
+            out.append((start, end))
+        start = end
+    if text[start:hi].strip():
+        out.append((start, hi))
+    return out
+
+
+def _is_instruction(sentence: str) -> bool:
+    words = sentence.strip().lstrip("-*•>#0123456789.) ").split()
+    if not words:
+        return False
+    first = re.sub(r"[^\w']", "", words[0]).lower()
+    if first in _IMPERATIVE and not (len(words) > 1 and words[1][:1].isupper() and first not in ("do", "please")):
+        return True  # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings
+    return bool(_FORMAT_CUES.search(sentence))
+
+
+def _paragraphs(text: str) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for m in re.finditer(r"\n[ \t]*\n", text):
+        if text[start : m.start()].strip():
+            out.append((start, m.start()))
+        start = m.end()
+    if text[start:].strip():
+        out.append((start, len(text)))
+    return out
+
+
+def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[int, int, str]] = (),
+            verbatim_spans: Sequence[tuple[int, int]] = (), rules: bool = True) -> Structure:
+    """Label every word of a prompt. ``typed``: caller markup spans (``question``, ``instruction``, ``demo``,
+    ``compress``) over the clean text; ``verbatim_spans``: spans that must come out verbatim (``<keep>``,
+    ``protect=``, code fences); ``rules=False``: the caller's markup only, no detection."""
+    text = words.text
+    n = len(words)
+    kind = np.full(n, CONTEXT, dtype=np.int64)
+    demo = np.full(n, -1, dtype=np.int64)
+    marker_of = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return Structure(kind, demo, marker_of)
+    assigned = np.zeros(n, dtype=bool)
+
+    def label(spans, k: int, *, force: bool = False) -> np.ndarray:
+        mask = words_in_spans(words, spans)
+        if not force:
+            mask &= ~assigned
+        kind[mask] = k
+        assigned[mask] = True
+        return mask
+
+    # 1. what the caller said
+    label(verbatim_spans, KEEP)
+    compress_mask = words_in_spans(words, [(a, b) for a, b, t in typed if t == "compress"])
+    assigned |= compress_mask  # the caller wants these compressible: no rule below may claim them
+    label([(a, b) for a, b, t in typed if t == "question"], QUESTION)
+    label([(a, b) for a, b, t in typed if t == "instruction"], INSTRUCTION)
+    for d, (a, b, _) in enumerate([s for s in typed if s[2] == "demo"]):
+        mask = words_in_spans(words, [(a, b)]) & ~(kind == KEEP)
+        kind[mask], demo[mask] = DEMO, d
+        assigned |= mask
+    caller_demos = int((demo >= 0).any())
+    if not rules:
+        return Structure(kind, demo, marker_of)
+
+    # 2. code is verbatim already (fences arrive in verbatim_spans); JSON
+    label(json_spans(text), JSON_)
+
+    # 3. roles and the system turn
+    lines = _lines(text)
+    role_spans, system_spans = [], []
+    role_hits = list(_ROLE.finditer(text))
+    for j, m in enumerate(role_hits):
+        role_spans.append((m.start("role"), m.end()))
+        if m.group("role").lower() in ("system", "instruction", "instructions"):
+            # the system turn: up to the next role, blank line or label line ("Context:" opens the context)
+            end = role_hits[j + 1].start() if j + 1 < len(role_hits) else len(text)
+            stop = re.search(r"\n[ \t]*\n|\n[ \t]*[A-Z][\w /()'-]{0,40}:[ \t]*(?:\n|$)", text[m.end():end])
+            system_spans.append((m.end(), m.end() + stop.start() if stop else end))
+    role_spans += [(m.start(), m.end()) for m in _SPECIAL_ROLE.finditer(text)]
+    label(role_spans, ROLE)
+
+    # 4. headings and label lines ("## Refunds", "Context:"), and labels opening a line ("Question: ...")
+    label([(m.start(), m.end()) for m in _HEADING.finditer(text)], HEADING)
+    label([(m.start(), m.end()) for m in _LABEL_LINE.finditer(text)], HEADING)
+    line_labels = [(m.start("label"), m.end("label")) for m in _LINE_LABEL.finditer(text)]
+
+    # 5. few-shot demonstrations (unless the caller marked them): question labels that have an answer label
+    if not caller_demos:
+        qs = [m for m in _DEMO_Q.finditer(text) if not assigned[_word_at(words, m.start("label"))]]
+        starts = [m.start() for m in qs]
+        answered = []
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(text)
+            a = _DEMO_A.search(text, start, end)
+            rest = text[a.end():end].strip() if a else ""
+            answered.append((start, end, bool(a) and bool(rest)))
+        complete = [s for s in answered if s[2]]
+        if len(complete) >= 2 or (len(complete) == 1 and len(answered) >= 2):
+            for d, (a, b, done) in enumerate(answered):
+                mask = words_in_spans(words, [(a, b)]) & ~assigned
+                if done:
+                    kind[mask], demo[mask] = DEMO, d
+                    assigned |= mask
+                else:  # the last, unanswered one is the question asked
+                    label([(a, b)], QUESTION)
+
+    # 6. options: lettered lines (A, B, C ... in order) and inline "(A) .. (B) .."
+    option_spans = []
+    run: list[tuple[int, int, str]] = []
+    for m in _OPTION_LINE.finditer(text):
+        letter = m.group("l").upper()
+        if run and ord(letter) == ord(run[-1][2]) + 1 and text[run[-1][1] : m.start()].strip() == "":
+            run.append((m.start(), m.end(), letter))
+        else:
+            if len(run) >= 2:
+                option_spans += [(a, b) for a, b, _ in run]
+            run = [(m.start(), m.end(), letter)] if letter == "A" else []
+    if len(run) >= 2:
+        option_spans += [(a, b) for a, b, _ in run]
+    for line_lo, line_hi in lines:
+        hits = list(_INLINE_OPTION.finditer(text, line_lo, line_hi))
+        letters = [h.group("l") for h in hits]
+        if len(hits) >= 2 and letters == [chr(ord("A") + i) for i in range(len(hits))]:
+            option_spans += [(h.start(), h.end()) for h in hits]
+    in_demo = demo >= 0
+    opt_mask = words_in_spans(words, option_spans)
+    # options of a demonstration stay part of it (dropped with it, kept with it); others are verbatim
+    kind[opt_mask & ~assigned] = OPTION
+    assigned |= opt_mask & ~in_demo
+    opt_in_demo = opt_mask & in_demo & (kind == DEMO)
+    kind[opt_in_demo] = OPTION  # still carries its demo index
+
+    # 7. the question asked, when the caller gives none: the last question of the prompt outside examples
+    if query is None and not (kind == QUESTION).any():
+        q_span = _last_question(text, words, assigned)
+        if q_span is not None:
+            label([q_span], QUESTION)
+
+    # 8. instructions: the system turn; imperative or format sentences in the first and last paragraphs and
+    # anywhere they name the output
+    label(system_spans, INSTRUCTION)
+    paragraphs = _paragraphs(text)
+    edges = {0, len(paragraphs) - 1} if paragraphs else set()
+    context_after_label = _context_regions(text)
+    for p, (lo, hi) in enumerate(paragraphs):
+        for a, b in _sentence_spans(text, lo, hi):
+            sentence = text[a:b]
+            inside_context = any(ca <= a < cb for ca, cb in context_after_label)
+            edge = p in edges and not inside_context
+            if (edge and _is_instruction(sentence)) or _FORMAT_CUES.search(sentence):
+                mask = words_in_spans(words, [(a, b)]) & ~assigned
+                if mask.any() and not (kind[mask] == DEMO).any():
+                    kind[mask] = INSTRUCTION
+                    assigned |= mask
+
+    # 9. labels opening a line stay with whatever they open; list markers go with their item
+    label(line_labels, HEADING)
+    for m in _LIST_MARKER.finditer(text):
+        i = _word_at(words, m.start("m"))
+        if i is not None and kind[i] == CONTEXT and i + 1 < n:
+            kind[i] = MARKER
+            marker_of[i] = i + 1
+    kind[compress_mask & ~words_in_spans(words, verbatim_spans)] = CONTEXT
+    demo[compress_mask] = -1
+    return Structure(kind, demo, marker_of)
+
+
+def task_text(words: Words, structure: Structure) -> str:
+    """What the prompt asks: its question, else the instruction sentences of its last paragraph ("Give me a
+    checklist of ..."): the text relevance is measured against when the caller gives no query."""
+    asked = structure.kind == QUESTION
+    if not asked.any():
+        instr = np.flatnonzero(structure.kind == INSTRUCTION)
+        if instr.size:
+            text, starts = words.text, words.starts
+            last_par = text.rfind("\n\n", 0, int(starts[-1])) if len(words) else -1
+            asked = np.zeros(len(words), dtype=bool)
+            asked[instr[starts[instr] > last_par]] = True
+    return " ".join(w for w, a in zip(words.tokens, asked) if a)
+
+
+def _word_at(words: Words, char: int) -> Optional[int]:
+    i = int(np.searchsorted(words.ends, char, side="right"))
+    return i if i < len(words) and words.starts[i] <= char < words.ends[i] + 1 else None
+
+
+def _context_regions(text: str) -> list[tuple[int, int]]:
+    """Spans that follow a context label ("Context:", "Documents:") up to the next label line or the end."""
+    labels = list(_LABEL_LINE.finditer(text)) + list(_LINE_LABEL.finditer(text))
+    labels.sort(key=lambda m: m.start())
+    out = []
+    for j, m in enumerate(labels):
+        name = m.group(0).strip()
+        if _CONTEXT_LABELS.match(name):
+            end = labels[j + 1].start() if j + 1 < len(labels) else len(text)
+            out.append((m.end(), end))
+    return out
+
+
+def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tuple[int, int]]:
+    """The span of the prompt's last question: after the last ``Question:`` label, else the last "?" sentence
+    in the final paragraph (questions inside retrieved context are not the one being asked)."""
+    labels = [m for m in re.finditer(r"^[ \t]*(?:Question|Q|User question|Query)[ \t]*:", text,
+                                     re.IGNORECASE | re.MULTILINE)]
+    for m in reversed(labels):
+        i = _word_at(words, m.start())
+        if i is None or not assigned[i]:
+            end = text.find("\n\n", m.end())
+            return (m.start(), len(text) if end < 0 else end)
+    paragraphs = _paragraphs(text)
+    if not paragraphs:
+        return None
+    lo, hi = paragraphs[-1]
+    sentences = _sentence_spans(text, lo, hi)
+    for j in range(len(sentences) - 1, -1, -1):
+        a, b = sentences[j]
+        if text[a:b].rstrip().rstrip("\"')]").endswith("?"):
+            inside = words_in_spans(words, [(a, b)])
+            if inside.any() and not assigned[inside].all():  # a role label before it is fine
+                # the question with what sets it up: the sentences before it in its turn or short paragraph
+                role = [m for m in _ROLE.finditer(text, lo, a)]
+                start = role[-1].end() if role else lo
+                if len(text[start:b].split()) > 80:
+                    start = a
+                return (start, b)
+    return None
+
+
+__all__ = ["CODE", "CONTEXT", "DEMO", "HEADING", "INSTRUCTION", "JSON_", "KEEP", "KIND_NAMES", "MARKER", "OPTION",
+           "QUESTION", "ROLE", "Structure", "VERBATIM", "analyze", "json_spans", "task_text"]
