@@ -21,7 +21,7 @@ import numpy as np
 from .config import CompressorConfig, check_budget
 from .policies import ExtractivePolicy, check_policy_name, make_policy
 from .result import CompressionResult
-from .selection import fit_exact, percentile_ranks, select
+from .selection import filler_mask, fit_exact, percentile_ranks, select
 from .spans import VERBATIM_TAGS, ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_tags
 from .structure import analyze, task_text
 from .tokens import TokenCounter, get_counter
@@ -311,14 +311,15 @@ class Compressor:
             protected = scored.protected | user
             budget = job.budget if job.budget is not None else max(1, int(round(self.config.rate * job.original)))
             keep = select_words(scores, protected, job.costs, budget)
-            units, droppable = Units((), ()), ~protected
+            units, droppable, filler = Units((), ()), ~protected, None
         else:
             structure = job.structure
             units = find_units(job.words.tokens) if sel.units else Units((), ())
             protected = structure.verbatim | user
             keep = select(job.words, job.costs, scores, scored.protected, protected, structure, units, job.budget,
-                          query=job.query, config=sel)
+                          query=job.query, config=sel, user=user)
             droppable = ~protected & ~units.mask(len(job.words)) & ~scored.protected
+            filler = filler_mask(job.words)
             budget = job.budget
         text = join_kept(job.words, keep)
         compressed = counter.count(text)
@@ -330,7 +331,7 @@ class Compressor:
                 over = compressed - budget
                 if over <= 0 or not (keep & droppable).any():
                     break
-                keep = fit_exact(keep, droppable, ranks, units, job.costs, over)
+                keep = fit_exact(keep, droppable, ranks, units, job.costs, over, filler)
                 text = join_kept(job.words, keep)
                 compressed = counter.count(text)
         else:

@@ -142,6 +142,9 @@ class SelectionConfig:
     #: Weight of its paragraph's coverage: in a multi-document context, the answer sentence often shares no word
     #: with the question while its paragraph does.
     paragraph_relevance: float = 1.0
+    #: Extra value of a sentence that states a rule: a negation or a modal of obligation (must, only, never,
+    #: unless, required). Constraints decide answers more often than narrative does.
+    rule_bonus: float = 1.0
     #: ``rate="auto"``: keep the blocks whose value reaches this share of the best block's.
     auto_threshold: float = 0.6
     #: Plain word selection (keep the best-scoring words, numbers protected), as before structure existed.
@@ -156,6 +159,7 @@ class SelectionConfig:
         _number("dense_word_drop", self.dense_word_drop, 0.0, 1.0)
         _number("query_relevance", self.query_relevance, 0.0, 10.0)
         _number("paragraph_relevance", self.paragraph_relevance, 0.0, 10.0)
+        _number("rule_bonus", self.rule_bonus, 0.0, 10.0)
         _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 
 

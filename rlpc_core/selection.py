@@ -34,7 +34,7 @@ import numpy as np
 
 from .config import SelectionConfig
 from .graph import lemmatize, normalize, query_lemmas
-from .structure import INSTRUCTION, MARKER, QUESTION, Structure, task_text
+from .structure import CODE, DEMO, HEADING, INSTRUCTION, JSON_, MARKER, OPTION, QUESTION, ROLE, Structure, task_text
 from .units import Units
 from .words import Words
 
@@ -46,6 +46,11 @@ FILLER = frozenset("""a an the is are was were be been being am it its this that
     at by for with from as into onto upon about and so such very just also then which who whom whose what do does
     did doing has have had having i me my we our us you your yours he him his she her hers they them their theirs
     itself himself herself themselves ourselves myself yourself yourselves""".split())
+
+
+def filler_mask(words: Words) -> np.ndarray:
+    """Words in :data:`FILLER` (or punctuation alone)."""
+    return np.fromiter((normalize(w) in FILLER or not normalize(w) for w in words.tokens), dtype=bool, count=len(words))
 
 
 def sentence_ids(words: Words) -> tuple[np.ndarray, np.ndarray]:
@@ -121,14 +126,19 @@ def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
 
 def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
            structure: Structure, units: Units, budget: Optional[int], *, query: Optional[str],
-           config: SelectionConfig) -> np.ndarray:
+           config: SelectionConfig, user: Optional[np.ndarray] = None) -> np.ndarray:
     """The keep mask of ``words`` (see the module docstring). ``numbers``: words the policy protects (kept
-    within their kept block); ``verbatim``: words kept whatever the budget; ``budget=None``: the dynamic rate."""
+    within their kept block); ``verbatim``: words kept whatever the budget, of which ``user`` were protected by
+    the caller; ``budget=None``: the dynamic rate."""
     n = len(words)
-    keep = verbatim.copy()
     if n == 0:
-        return keep
+        return verbatim.copy()
     costs = np.asarray(costs, dtype=np.int64)
+    asked = structure.kind == QUESTION
+    if budget is not None and _is_math_problem(words, structure, numbers, query):
+        hard = verbatim & ~asked if user is None else (verbatim & ~asked) | user
+        return _select_facts(words, costs, scores, numbers, hard, asked, units, budget)
+    keep = verbatim.copy()
     sent, para = sentence_ids(words)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
     lemmas = _lemmas(words)
@@ -176,6 +186,17 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         np.maximum.at(best_sent, block[free], sent_cov[sent[free]])
         value = value + config.query_relevance * best_sent + config.paragraph_relevance * para_cov[para[first_word]]
 
+    # rules and constraints (a negation, a modal of obligation) say what may and may not be done: worth more than
+    # narrative of the same relevance
+    rule = np.zeros(n_blocks, dtype=bool)
+    rule_words = free & (np.fromiter((x in _RULE_WORDS for x in norm), dtype=bool, count=n) |
+                         np.isin(unit_of, [k for k, kind in enumerate(units.kinds) if "negation" in kind]))
+    rule[np.unique(block[rule_words])] = True
+    value = value + config.rule_bonus * rule
+    if structure.prior is not None:  # boilerplate and quoted history count for less
+        prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
+        value = value + prior_sum / np.maximum(all_counts, 1)
+
     full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
     mandatory = int(costs[verbatim].sum())
 
@@ -184,44 +205,40 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         keep |= free & chosen[np.maximum(block, 0)]
         return keep
 
-    # short forms: cut filler (weakest first), then the weakest other non-critical words, up to the cap
-    short = free.copy()
+    # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
     order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
-    cut_cost = np.zeros(n_blocks, dtype=np.int64)
-    share = np.full(n_blocks, config.max_word_drop)
-    # Dense prompts (a math problem: nearly every sentence carries a number the answer needs) lose less by cutting
-    # deeper inside their sentences than by dropping one: those blocks may be cut down to their units.
+    share = np.where(is_demo, 0.0, config.max_word_drop)  # a demonstration is kept whole or not at all
+    short, short_cost = _cut(order, block, costs, free & filler & ~critical, full_cost, share, n_blocks)
+    # deep forms, for the number-bearing sentences of a dense prompt (a math problem: nearly every sentence carries a
+    # number the answer needs): they may also lose their weakest content words, down to dense_word_drop, rather
+    # than be dropped; used only for a sentence that does not fit in its short form
     with_number = np.zeros(n_blocks, dtype=bool)
     with_number[np.unique(block[free & numbers])] = True
+    deep_ok = np.zeros(n_blocks, dtype=bool)
     if (~is_demo).any() and with_number[~is_demo].mean() >= 0.6 and _asks_quantity(words, structure, query):
-        share[with_number & ~is_demo] = config.dense_word_drop
-    cap = np.floor(full_cost * share).astype(np.int64)
-    cap[is_demo] = 0  # a demonstration is kept whole or not at all (see the fallback below)
-    dense = share > config.max_word_drop
-    for i in order:
-        b = block[i]
-        if b < 0 or critical[i] or not free[i] or not (filler[i] or dense[b]):
-            continue  # a sentence's short form cuts filler only; a dense one's, its weakest other words too
-        if cut_cost[b] + costs[i] <= cap[b]:
-            short[i] = False
-            cut_cost[b] += costs[i]
-    short_cost = full_cost - cut_cost
+        deep_ok = with_number & ~is_demo
+    deep, deep_cost = _cut(order, block, costs, free & ~critical, full_cost,
+                           np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
 
     room = budget - mandatory
     chosen = np.zeros(n_blocks, dtype=bool)
+    form = np.zeros(n, dtype=bool)  # the kept words of the chosen blocks' forms
     by_value = np.lexsort((np.arange(n_blocks), -value))
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
     for pos, b in enumerate(by_value):
+        in_b = (block == b) & free
         if short_cost[b] <= room:
-            chosen[b] = True
+            chosen[b], form[in_b] = True, short[in_b]
             room -= short_cost[b]
+        elif deep_ok[b] and deep_cost[b] <= room:
+            chosen[b], form[in_b] = True, deep[in_b]
+            room -= deep_cost[b]
         elif pos == 0 and not is_demo[b] and crit_cost[b] <= room:
             # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
             # its units (the fine stage below puts its best words back first)
-            chosen[b] = True
-            in_b = (block == b) & free
-            short[in_b & ~critical] = False
+            chosen[b], form[in_b] = True, critical[in_b]
             room -= crit_cost[b]
+    short_all, short = short, form
     keep |= short & free & chosen[np.maximum(block, 0)]
 
     # fine: put back the best words the short forms cut, whole units at a time
@@ -239,12 +256,64 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         if not chosen[b] and short_cost[b] <= room:
             chosen[b] = True
             room -= short_cost[b]
-            keep |= short & (block == b)
+            keep |= short_all & (block == b)
     return keep
 
 
-_QUANTITY_QUESTION = re.compile(r"\bhow (?:many|much|long|far|old|often)\b|\b(?:total|sum|average|percent(?:age)?|"
-                                r"profit|cost|calculate|compute|difference|remain(?:s|ing)?|left)\b", re.IGNORECASE)
+def _cut(order: np.ndarray, block: np.ndarray, costs: np.ndarray, cuttable: np.ndarray, full_cost: np.ndarray,
+         share: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept words, kept cost per block)`` after cutting ``cuttable`` words in ``order`` while each block's cut stays
+    within ``share`` of its tokens."""
+    kept = block >= 0
+    cap = np.floor(full_cost * share).astype(np.int64)
+    cut = np.zeros(n_blocks, dtype=np.int64)
+    for i in order[cuttable[order]]:
+        b = block[i]
+        if cut[b] + costs[i] <= cap[b]:
+            kept[i] = False
+            cut[b] += costs[i]
+    return kept, full_cost - cut
+
+
+_RULE_WORDS = frozenset("""must shall should required requires require mandatory only never always unless except
+    prohibited forbidden allowed permitted eligible ineligible void muss müssen darf dürfen doit doivent debe deben""".split())
+
+_QUANTITY_QUESTION = re.compile(
+    r"\bhow (?:many|much|long|far|old|often|fast|tall|high)\b|\b(?:total|sum|average|percent(?:age)?|profit|cost|costs|"
+    r"price|salary|income|earn|earns|spend|spent|pay|paid|distance|speed|age|area|volume|weight|amount|number of|"
+    r"calculate|compute|difference|remain(?:s|ing)?|left|ratio|fraction)\b", re.IGNORECASE)
+
+
+def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
+                  asked: np.ndarray, units: Units, budget: int) -> np.ndarray:
+    """A math problem: every sentence holds a fact the answer needs, so no sentence is dropped whole. Items are
+    meaning units and single words; a number is kept only with its unit or object (its quantity unit), quantities
+    first, then the question's words, then the best-ranked others, while the budget allows."""
+    n = len(words)
+    ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
+    unit_of = units.unit_of(n)
+    items: list[np.ndarray] = [np.arange(lo, hi) for lo, hi in units.spans]
+    items += [np.asarray([i]) for i in range(n) if unit_of[i] < 0]
+    value = np.asarray([ranks[it].max() + 2.0 * numbers[it].any() + 1.0 * asked[it].any() for it in items])
+    keep = verbatim.copy()
+    room = budget - int(costs[keep].sum())
+    for k in np.lexsort((np.asarray([it[0] for it in items]), -value)):
+        it = items[k][~keep[items[k]]]
+        c = int(costs[it].sum())
+        if it.size and c <= room:
+            keep[it] = True
+            room -= c
+    return keep
+
+
+def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, query: Optional[str]) -> bool:
+    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options or examples) whose
+    sentences carry at least two numbers and whose question asks for a quantity."""
+    if len(words) > 300 or not _asks_quantity(words, structure, query):
+        return False
+    plain = ~np.isin(structure.kind, [ROLE, HEADING, OPTION, DEMO, JSON_, CODE])
+    asked = structure.kind == QUESTION
+    return bool(plain.all()) and int((numbers & ~asked).sum()) >= 2
 
 
 def _asks_quantity(words: Words, structure: Structure, query: Optional[str]) -> bool:
@@ -254,13 +323,14 @@ def _asks_quantity(words: Words, structure: Structure, query: Optional[str]) -> 
 
 
 def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units: Units, costs: np.ndarray,
-              over: int) -> np.ndarray:
-    """Drop the weakest droppable kept words (whole units) until about ``over`` tokens are gone."""
+              over: int, filler: Optional[np.ndarray] = None) -> np.ndarray:
+    """Drop the weakest droppable kept words (whole units; ``filler`` first) until about ``over`` tokens are gone."""
     keep = keep.copy()
     unit_of = units.unit_of(len(keep))
     cand = np.flatnonzero(keep & droppable)
+    not_filler = np.ones(len(keep), dtype=bool) if filler is None else ~filler
     dropped = 0
-    for i in cand[np.lexsort((-cand, ranks[cand]))]:
+    for i in cand[np.lexsort((-cand, ranks[cand], not_filler[cand]))]:
         if dropped >= over:
             break
         if not keep[i]:
@@ -273,4 +343,4 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
     return keep
 
 
-__all__ = ["FILLER", "fit_exact", "percentile_ranks", "question_weights", "select", "sentence_ids"]
+__all__ = ["FILLER", "filler_mask", "fit_exact", "percentile_ranks", "question_weights", "select", "sentence_ids"]

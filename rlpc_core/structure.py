@@ -45,7 +45,13 @@ KIND_NAMES = ("keep", "code", "json", "role", "heading", "question", "instructio
 VERBATIM = frozenset({KEEP, CODE, JSON_, ROLE, HEADING, QUESTION, INSTRUCTION})
 
 _ROLE = re.compile(r"^[ \t]*(?:#{1,4}[ \t]*)?(?P<role>system|user|assistant|human|ai|bot|customer|agent|model|"
-                   r"instruction|instructions|response)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+                   r"instruction|instructions|response|système|sistema|utilisateur|usuario|benutzer|nutzer|"
+                   r"assistent|assistente|asistente)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SYSTEM_ROLES = ("system", "instruction", "instructions", "système", "sistema")
+# Labels whose section is made of instructions ("Rules:", "Instructions:"), not of context.
+_RULE_LABELS = re.compile(r"^(?:rules|instructions?|guidelines|constraints|requirements|task|your task|policy for "
+                          r"answers|how to answer|règles|consignes|regeln|anweisungen|reglas|instrucciones)\b",
+                          re.IGNORECASE)
 _SPECIAL_ROLE = re.compile(r"<\|(?:system|user|assistant|im_start|im_end|end)\|>|<\|im_start\|>\w+")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+\S[^\n]*$", re.MULTILINE)
 # "Context:", "Documents:", "Options:" alone on a line, or a short label opening a line ("Question: ...")
@@ -56,18 +62,20 @@ _OPTION_LINE = re.compile(r"^[ \t]*(?P<m>\(?(?P<l>[A-Ja-j])[).:])[ \t]+\S[^\n]*$
 _INLINE_OPTION = re.compile(r"\((?P<l>[A-J])\)[ \t]*[^()\n]+")
 _DEMO_Q = re.compile(r"^[ \t]*(?P<label>Q|Question|Input|Problem|Example(?:[ \t]+\d+)?|Text|Review|Sentence|"
                      r"Passage|Premise)[ \t]*\d*[ \t]*[:.)][ \t]*", re.IGNORECASE | re.MULTILINE)
-_DEMO_A = re.compile(r"^[ \t]*(?P<label>A|Answer|Output|Solution|Label|Sentiment|Result|Response)[ \t]*[:.)]",
+# an answer label takes a colon: "A)" and "A." open options, not answers
+_DEMO_A = re.compile(r"^[ \t]*(?P<label>A|Answer|Output|Solution|Label|Sentiment|Result|Response)[ \t]*:",
                      re.IGNORECASE | re.MULTILINE)
 _SENT_END = re.compile(r"[.!?][\"')\]]*$")
 _IMPERATIVE = frozenset("""answer reply respond return output write summarise summarize translate classify give
     provide list explain use do don't dont never always only make ensure be keep format include avoid think solve
     choose select pick rate rank extract identify review draft fix check compare describe state cite mention limit
     start end put wrap follow read consider assume ignore focus note remember respond refuse decline tell show
-    generate create rewrite convert count calculate compute determine find label tag mark please""".split())
+    generate create rewrite convert count calculate compute determine find label tag mark please turn sort group
+    organise organize fill complete suggest recommend propose help tell""".split())
 # Phrases that only an instruction to the model contains: how to answer, in what form.
 _FORMAT_CUES = re.compile(
     r"\b(?:you (?:must|should) (?:answer|reply|respond|use only|only)|your (?:task|answer|reply|response|job) (?:is|should)|"
-    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)|(?:answer|reply|respond) (?:briefly|concisely)|"
+    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)\b|(?:answer|reply|respond) (?:briefly|concisely)|"
     r"valid json|in json|json (?:object|format)|in one word|one word only|letter only|the letter of|"
     r"(?:in|as|use) (?:at most )?(?:\d+|one|two|three|four|five) (?:bullet|bullets|bullet points|sentences|words)|"
     r"at most \d+ (?:words|sentences|bullets)|no more than \d+ (?:words|sentences)|"
@@ -89,6 +97,9 @@ class Structure:
     demo: np.ndarray
     #: List item each marker word belongs to, as the index of the item's first word after the marker (else -1).
     marker_of: np.ndarray
+    #: Per-word prior on the value of what holds it: negative for boilerplate (greetings, sign-offs, signatures,
+    #: disclaimers: -1) and quoted history ("> ...", "On ... wrote:": -0.5), 0 elsewhere.
+    prior: Optional[np.ndarray] = None
 
     @property
     def verbatim(self) -> np.ndarray:
@@ -146,13 +157,28 @@ def _sentence_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def _is_instruction(sentence: str) -> bool:
-    words = sentence.strip().lstrip("-*•>#0123456789.) ").split()
+_ADDRESS = re.compile(r"^(?:you are|you're|you will|you'll|you must|you should|you can|your (?:task|job|role|goal)|"
+                      r"act as|tu es|vous êtes|du bist|sie sind|eres|usted es)\b", re.IGNORECASE)
+
+
+def _opens_with_imperative(clause: str) -> bool:
+    words = clause.strip().lstrip("-*•>#0123456789.) ").split()
     if not words:
         return False
     first = re.sub(r"[^\w']", "", words[0]).lower()
-    if first in _IMPERATIVE and not (len(words) > 1 and words[1][:1].isupper() and first not in ("do", "please")):
-        return True  # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings
+    # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings
+    return first in _IMPERATIVE and not (len(words) > 1 and words[1][:1].isupper() and first not in ("do", "please"))
+
+
+def _is_instruction(sentence: str) -> bool:
+    """An imperative sentence ("Answer ...", "If the user is locked out, give ..."), one that addresses the model
+    ("You are the support bot ..."), or one naming the output's form."""
+    stripped = sentence.strip()
+    if _opens_with_imperative(stripped) or _ADDRESS.match(stripped.lstrip("-*•>#0123456789.) ")):
+        return True
+    head, sep, tail = stripped.partition(",")
+    if sep and len(head.split()) <= 10 and _opens_with_imperative(tail):
+        return True  # an opening condition, then the order
     return bool(_FORMAT_CUES.search(sentence))
 
 
@@ -200,8 +226,9 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
         kind[mask], demo[mask] = DEMO, d
         assigned |= mask
     caller_demos = int((demo >= 0).any())
+    prior = np.zeros(n, dtype=np.float64)
     if not rules:
-        return Structure(kind, demo, marker_of)
+        return Structure(kind, demo, marker_of, prior)
 
     # 2. code is verbatim already (fences arrive in verbatim_spans); JSON
     label(json_spans(text), JSON_)
@@ -212,7 +239,7 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
     role_hits = list(_ROLE.finditer(text))
     for j, m in enumerate(role_hits):
         role_spans.append((m.start("role"), m.end()))
-        if m.group("role").lower() in ("system", "instruction", "instructions"):
+        if m.group("role").lower() in _SYSTEM_ROLES:
             # the system turn: up to the next role, blank line or label line ("Context:" opens the context)
             end = role_hits[j + 1].start() if j + 1 < len(role_hits) else len(text)
             stop = re.search(r"\n[ \t]*\n|\n[ \t]*[A-Z][\w /()'-]{0,40}:[ \t]*(?:\n|$)", text[m.end():end])
@@ -280,7 +307,15 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
     # 8. instructions: the system turn; imperative or format sentences in the first and last paragraphs and
     # anywhere they name the output
     label(system_spans, INSTRUCTION)
+    label(_rule_sections(text), INSTRUCTION)
     paragraphs = _paragraphs(text)
+    if paragraphs:
+        # an opening paragraph that addresses the model or gives orders is the prompt's instructions: all of it
+        lo, hi = paragraphs[0]
+        first_sents = _sentence_spans(text, lo, hi)
+        if len(text[lo:hi].split()) <= 90 and any(_is_instruction(text[a:b]) for a, b in first_sents) and \
+                len(paragraphs) > 1 and not any(ca <= lo < cb for ca, cb in _context_regions(text)):
+            label([(lo, hi)], INSTRUCTION)
     edges = {0, len(paragraphs) - 1} if paragraphs else set()
     context_after_label = _context_regions(text)
     for p, (lo, hi) in enumerate(paragraphs):
@@ -303,7 +338,42 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
             marker_of[i] = i + 1
     kind[compress_mask & ~words_in_spans(words, verbatim_spans)] = CONTEXT
     demo[compress_mask] = -1
-    return Structure(kind, demo, marker_of)
+    boiler, quoted = boilerplate_spans(text)
+    prior[words_in_spans(words, quoted)] = -0.5
+    prior[words_in_spans(words, boiler)] = -1.0
+    return Structure(kind, demo, marker_of, prior)
+
+
+_GREETING = re.compile(r"^[ \t]*(?:dear|hi|hello|hey|good (?:morning|afternoon|evening)|greetings|liebe[rs]?|"
+                       r"sehr geehrte[rs]?|bonjour|hola|estimad[oa]s?)\b[^\n]{0,60}$", re.IGNORECASE | re.MULTILINE)
+_SIGN_OFF = re.compile(r"^[ \t]*(?:(?:kind|best|warm|many thanks and)? ?regards|best(?: wishes)?|thanks|thank you|"
+                       r"many thanks|cheers|sincerely|yours(?: sincerely| faithfully| truly)?|all the best|"
+                       r"mit freundlichen grüßen|viele grüße|cordialement|bien à vous|saludos|atentamente)[,.!]?[ \t]*$",
+                       re.IGNORECASE | re.MULTILINE)
+_DISCLAIMER = re.compile(r"^[^\n]*(?:confidential|intended (?:solely|only) for|unsubscribe|do not reply to this|"
+                         r"sent from my|this (?:e-?mail|message) (?:and any|may contain)|registered in|"
+                         r"privacy (?:notice|policy))[^\n]*$", re.IGNORECASE | re.MULTILINE)
+_QUOTED = re.compile(r"^[ \t]*>[^\n]*$|^[ \t]*On [^\n]{4,120}wrote:[ \t]*$|^-{2,}[ \t]*(?:original message|forwarded)[^\n]*$",
+                     re.IGNORECASE | re.MULTILINE)
+
+
+def boilerplate_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """``(boilerplate, quoted)`` character spans: greetings, sign-offs with the signature lines after them (up to a
+    blank line), disclaimers; quoted history. Worth less to a reader than the message itself."""
+    boiler = [(m.start(), m.end()) for m in _GREETING.finditer(text)]
+    boiler += [(m.start(), m.end()) for m in _DISCLAIMER.finditer(text)]
+    for m in _SIGN_OFF.finditer(text):
+        end = text.find("\n\n", m.end())
+        end = len(text) if end < 0 else end
+        # the signature: the few short lines after the sign-off
+        sig_end = m.end()
+        for line in text[m.end():end].split("\n")[1:6]:
+            if len(line.split()) > 8:
+                break
+            sig_end += len(line) + 1
+        boiler.append((m.start(), min(end, sig_end)))
+    quoted = [(m.start(), m.end()) for m in _QUOTED.finditer(text)]
+    return boiler, quoted
 
 
 def task_text(words: Words, structure: Structure) -> str:
@@ -323,6 +393,18 @@ def task_text(words: Words, structure: Structure) -> str:
 def _word_at(words: Words, char: int) -> Optional[int]:
     i = int(np.searchsorted(words.ends, char, side="right"))
     return i if i < len(words) and words.starts[i] <= char < words.ends[i] + 1 else None
+
+
+def _rule_sections(text: str) -> list[tuple[int, int]]:
+    """Spans under a label such as "Rules:" or "Instructions:", up to the next label line or blank line."""
+    out = []
+    for m in list(_LABEL_LINE.finditer(text)) + list(_HEADING.finditer(text)):
+        name = m.group(0).strip().lstrip("#").strip()
+        if _RULE_LABELS.match(name):
+            rest = text[m.end():]
+            stop = re.search(r"\n[ \t]*\n|\n[ \t]*#|\n[ \t]*[A-Z][\w /()'-]{0,40}:[ \t]*\n", rest)
+            out.append((m.end(), m.end() + (stop.start() if stop else len(rest))))
+    return out
 
 
 def _context_regions(text: str) -> list[tuple[int, int]]:
@@ -352,6 +434,8 @@ def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tu
     if not paragraphs:
         return None
     lo, hi = paragraphs[-1]
+    if "?" not in text[lo:hi] and len(paragraphs) > 1 and len(text[lo:hi].split()) <= 25:
+        lo = paragraphs[-2][0]  # a closing instruction ("Answer with a number only.") after the question
     sentences = _sentence_spans(text, lo, hi)
     for j in range(len(sentences) - 1, -1, -1):
         a, b = sentences[j]
@@ -361,7 +445,9 @@ def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tu
                 # the question with what sets it up: the sentences before it in its turn or short paragraph
                 role = [m for m in _ROLE.finditer(text, lo, a)]
                 start = role[-1].end() if role else lo
-                if len(text[start:b].split()) > 80:
+                # in a user's turn, or a short closing paragraph of a longer prompt, the setup is part of what is
+                # asked; a prompt that is one paragraph (a math problem) asks only its last sentence
+                if len(text[start:b].split()) > (80 if role else 40) or (not role and len(paragraphs) < 2):
                     start = a
                 return (start, b)
     return None
