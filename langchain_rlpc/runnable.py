@@ -8,7 +8,7 @@ callback handlers' ``on_custom_event`` and in ``astream_events``).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.documents import Document
@@ -36,7 +36,7 @@ class RLPromptCompressor(RunnableSerializable[Any, Any]):
 
     compressor: Compressor = Field(default_factory=Compressor)
     #: Share of tokens to keep, or a token budget per text; neither means the compressor's default rate.
-    rate: Optional[float] = None
+    rate: Union[float, Literal["auto"], None] = None
     target_tokens: Optional[int] = None
     #: dict inputs: keys to compress (default: every string value except ``query_key``).
     keys: Optional[list[str]] = None

@@ -1,15 +1,18 @@
-"""``RLPCNodePostprocessor``: compress every retrieved node on its own before the LLM sees it.
+"""``RLPCNodePostprocessor``: compress the retrieved nodes before the LLM sees them, each on its own or under one
+budget for all the nodes of a query.
 
-A thin layer over ``rlpc_core``: all compression is the core's ``Compressor.compress_batch``. Each node keeps
-its id, metadata, relationships and score; only its text changes, and the figures of its compression are added
-to its metadata under ``rlpc_*`` keys that neither the LLM nor the embedder is shown.
+A thin layer over ``rlpc_core``: all compression is the core's ``Compressor.compress_batch`` (per node) or
+``Compressor.compress_shared`` (``shared_budget=True``: relevant nodes keep more, irrelevant ones shrink, possibly
+to nothing, and are then dropped or kept empty as ``empty`` says). Each node keeps its id, metadata, relationships
+and score, in the original order; only its text changes, and the figures of its compression are added to its
+metadata under ``rlpc_*`` keys that neither the LLM nor the embedder is shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, List, Optional, Union
+from typing import Any, List, Literal, Optional, Union
 
 from llama_index.core.bridge.pydantic import Field, field_validator, model_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
@@ -28,8 +31,9 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
     >>> engine = index.as_query_engine(node_postprocessors=[RLPCNodePostprocessor(rate=0.5)])  # doctest: +SKIP
     """
 
-    rate: Optional[float] = Field(
-        default=None, description="Share of each node's tokens to keep; None with no target_tokens: the compressor's default rate.")
+    rate: Optional[Union[float, Literal["auto"]]] = Field(
+        default=None, description="Share of each node's tokens to keep, or 'auto' (keep what is relevant to the query, "
+                                  "the rate follows); None with no target_tokens: the compressor's default rate.")
     target_tokens: Optional[int] = Field(
         default=None, description="Token budget per node (in the compressor's tokenizer); exclusive with rate.")
     compressor: Compressor = Field(
@@ -40,12 +44,17 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
     protect: List[Union[str, re.Pattern]] = Field(
         default_factory=list, description="Strings (every occurrence) and compiled regexes (every match) kept verbatim.")
     metadata_prefix: str = Field(default="rlpc_", description="Prefix of the metadata keys holding the figures.")
+    shared_budget: bool = Field(
+        default=False, description="One budget for all the nodes of a query (rate of all their tokens, or "
+                                   "target_tokens for all): relevant nodes keep more, irrelevant ones may vanish.")
+    empty: Literal["drop", "keep"] = Field(
+        default="drop", description="With a shared budget, a node compressed to nothing is dropped or kept empty.")
 
     # mode="before": the core's checks see the value as given (pydantic would turn "0.5" into 0.5 first)
     @field_validator("rate", mode="before")
     @classmethod
-    def _check_rate(cls, value: Any) -> Optional[float]:
-        return None if value is None else check_rate(value)
+    def _check_rate(cls, value: Any) -> Optional[Union[float, str]]:
+        return None if value is None or value == "auto" else check_rate(value)
 
     @field_validator("target_tokens", mode="before")
     @classmethod
@@ -79,14 +88,18 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
         if not todo:
             return list(nodes)
         query = query_bundle.query_str if (self.query_aware and query_bundle is not None) else None
-        results = self.compressor.compress_batch(
+        compress = self.compressor.compress_shared if self.shared_budget else self.compressor.compress_batch
+        results = compress(
             [texts[i] for i in todo], rate=self.rate, target_tokens=self.target_tokens,
             query=query or None, protect=list(self.protect),
         )
-        out = list(nodes)
+        out: List[Optional[NodeWithScore]] = list(nodes)
         for i, result in zip(todo, results):
+            if self.shared_budget and not result.text.strip() and self.empty == "drop":
+                out[i] = None
+                continue
             out[i] = NodeWithScore(node=self._compressed_copy(nodes[i].node, result), score=nodes[i].score)
-        return out
+        return [n for n in out if n is not None]
 
     async def _apostprocess_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle] = None

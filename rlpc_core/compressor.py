@@ -7,6 +7,7 @@ lost (a policy that fails, or a rewrite that breaks a rule, yields a safe result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -169,6 +170,61 @@ class Compressor:
         if isinstance(policy, ExtractivePolicy) and hasattr(policy, "score_batch") and len(texts) > 1:
             return self._extract_batch(policy, texts, budget_spec, queries, protected)
         return [self._compress_one(t, budget_spec, q, protected) for t, q in zip(texts, queries)]
+
+    def compress_shared(
+        self,
+        texts: Sequence[str],
+        *,
+        rate: Union[float, str, None] = None,
+        target_tokens: Optional[int] = None,
+        query: Optional[str] = None,
+        protect: Union[ProtectSpec, Iterable[ProtectSpec], None] = None,
+    ) -> list[CompressionResult]:
+        """Compress several texts (the documents retrieved for one query) under ONE budget for all of them.
+
+        The texts are ranked against each other: relevant ones keep more, irrelevant ones shrink, possibly to
+        nothing (``text == ""``), in the coarse-to-fine selection of one prompt made of all of them, then split
+        back. ``rate`` is a share of all their tokens, ``target_tokens`` a budget for all of them. Each result
+        describes its own text; ``target_tokens`` is the share of the budget it was given (its compressed tokens)
+        and ``budget_met`` says whether the shared budget was met. A rewriting policy has no keep mask to split,
+        so it compresses each text on its own, at the same rate.
+        """
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            _check_text(t, f"texts[{i}]")
+        _check_query(query)
+        budget_spec = _check_budget(rate, target_tokens, self.config.rate)
+        protected = check_protect(protect)
+        if not texts:
+            return []
+        if not isinstance(self.policy, ExtractivePolicy):
+            share = None if budget_spec[0] != "tokens" else budget_spec[1] / max(1, sum(self.counter.count(t) for t in texts))
+            spec = budget_spec if share is None else ("rate", min(1.0, max(share, 1e-6)))
+            return [self._compress_one(t, spec, query, protected) for t in texts]
+        start = time.perf_counter()
+        # documents joined by blank lines: paragraphs of one prompt, whose words never merge across documents
+        joined = "\n\n".join(texts)
+        whole = self._compress_one(joined, budget_spec, query, protected)
+        counts = [len(split_words(strip_tags(t)[0])) for t in texts]
+        kept = whole.kept if whole.kept is not None else tuple([True] * sum(counts))
+        counter = self.counter
+        out, pos = [], 0
+        for t, n_words in zip(texts, counts):
+            clean = strip_tags(t)[0]
+            words = split_words(clean)
+            mask = np.asarray(kept[pos : pos + n_words], dtype=bool)
+            pos += n_words
+            text = join_kept(words, mask) if n_words else ""
+            compressed = counter.count(text) if text else 0
+            original = counter.count(clean) if clean.strip() else 0
+            out.append(CompressionResult(
+                text=text, original_tokens=original, compressed_tokens=compressed, tokenizer=counter.name,
+                target_tokens=compressed, kept=tuple(bool(k) for k in mask), protected_ok=whole.protected_ok,
+                budget_met=whole.budget_met, method=whole.method, seconds=0.0, fallback=whole.fallback))
+        seconds = time.perf_counter() - start
+        total = sum(len(t) for t in texts) or 1
+        return [dataclasses.replace(r, seconds=seconds * len(t) / total) for r, t in zip(out, texts)]
 
     # -- checkpoints
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> Path:

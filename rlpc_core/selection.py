@@ -307,19 +307,18 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
 
 
 def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, query: Optional[str]) -> bool:
-    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options or examples) whose
-    sentences carry at least two numbers and whose question asks for a quantity."""
+    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options or examples) with a number
+    outside its question, whose question (or closing instruction) asks for a quantity."""
     if len(words) > 300 or not _asks_quantity(words, structure, query):
         return False
     plain = ~np.isin(structure.kind, [ROLE, HEADING, OPTION, DEMO, JSON_, CODE])
     asked = structure.kind == QUESTION
-    return bool(plain.all()) and int((numbers & ~asked).sum()) >= 2
+    return bool(plain.all()) and bool((numbers & ~asked).any())
 
 
 def _asks_quantity(words: Words, structure: Structure, query: Optional[str]) -> bool:
     """Whether the question asks for a quantity (a math problem, where every number is a fact the answer needs)."""
-    asked = query or " ".join(w for w, k in zip(words.tokens, structure.kind) if k == QUESTION)
-    return bool(_QUANTITY_QUESTION.search(asked))
+    return bool(_QUANTITY_QUESTION.search(query or task_text(words, structure)))
 
 
 def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units: Units, costs: np.ndarray,

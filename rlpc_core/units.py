@@ -71,6 +71,8 @@ _SENTENCE_OPENERS = frozenset("""contact please call visit email ask send our th
 _CURRENCY_WORDS = frozenset("usd eur gbp chf jpy cad aud inr cny $ € £ ¥ rs".split())
 
 _HAS_DIGIT = re.compile(r"\d")
+_PRICE = re.compile(r"^[$€£¥]\d|^\d[\d,.]*(?:€|\$|£|%)")
+_PRICE_LINKS = frozenset("for at costs cost costing priced is are was were".split())
 _DAY = re.compile(r"^\d{1,2}(?:st|nd|rd|th|er|\.)?,?$", re.IGNORECASE)
 _YEAR = re.compile(r"^(?:1[5-9]|2[0-9])\d\d[,.]?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}|^\d{1,2}/\d{1,2}/\d{2,4}|^\d{1,2}\.\d{1,2}\.\d{2,4}")
@@ -133,10 +135,25 @@ def find_units(words: Sequence[str]) -> Units:
         lo, hi = i, i + 1
         if i > 0 and norm[i - 1] in _CURRENCY_WORDS:
             lo = i - 1
+        # a price names what it is the price of just before it: "muffins for $3 each", "a ticket costs €12"
+        if _PRICE.match(words[i]) and lo >= 2 and norm[lo - 1] in _PRICE_LINKS and content(lo - 2) \
+                and not ends_clause[lo - 2] and not ends_clause[lo - 1]:
+            lo -= 2
         j = i
         while j + 1 < n and is_num[j + 1] and not ends_clause[j]:  # "1 000", "twenty five", "3 1/2"
             j += 1
         hi = j + 1
+        # a comparison names its object: "twice as many cookies", "30 more cookies", "half as much flour"
+        k = j + 1
+        if not ends_clause[j] and k + 1 < n and norm[k] == "as" and norm[k + 1] in ("many", "much") and not ends_clause[k]:
+            k += 2
+        elif not ends_clause[j] and k < n and norm[k] in ("more", "fewer", "less", "times", "extra"):
+            k += 1
+        if k > j + 1:
+            if k < n and not ends_clause[k - 1] and content(k):
+                k += 1
+            raw.append((lo, k, "quantity"))
+            continue
         if not ends_clause[j] and j + 1 < n and (content(j + 1) or norm[j + 1] in ("each", "per", "percent", "%")):
             hi = j + 2
             if not ends_clause[j + 1] and j + 2 < n and norm[j + 1] in ("per", "each") and content(j + 2):
