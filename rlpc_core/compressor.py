@@ -370,10 +370,10 @@ class Compressor:
             units, droppable, filler = Units((), ()), ~protected, None
         else:
             structure = job.structure
-            units = find_units(job.words.tokens) if sel.units else Units((), ())
+            units = find_units(job.words.tokens, job.words.line_breaks) if sel.units else Units((), ())
             protected = structure.verbatim | user
-            keep = select(job.words, job.costs, scores, scored.protected, protected, structure, units, job.budget,
-                          query=job.query, config=sel, user=user)
+            keep, protected = select(job.words, job.costs, scores, scored.protected, protected, structure, units,
+                                     job.budget, query=job.query, config=sel, user=user)
             droppable = ~protected & ~units.mask(len(job.words)) & ~scored.protected
             filler = filler_mask(job.words)
             budget = job.budget
@@ -383,10 +383,15 @@ class Compressor:
             # Tokens can merge or split across the new word boundaries; trim the weakest droppable words (whole
             # units) until the exact count fits (a few rounds at most, each dropping about the overshoot).
             ranks = percentile_ranks(scores)
-            for _ in range(8):
+            for round_ in range(10):
                 over = compressed - budget
-                if over <= 0 or not (keep & droppable).any():
+                if over <= 0:
                     break
+                if not (keep & droppable).any():
+                    # only units are left to cut: whole ones go (the budget is met; what is verbatim stays)
+                    droppable = ~protected
+                    if not (keep & droppable).any():
+                        break
                 keep = fit_exact(keep, droppable, ranks, units, job.costs, over, filler)
                 text = join_kept(job.words, keep)
                 compressed = counter.count(text)

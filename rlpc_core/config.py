@@ -145,6 +145,9 @@ class SelectionConfig:
     #: Extra value of a sentence that states a rule: a negation or a modal of obligation (must, only, never,
     #: unless, required). Constraints decide answers more often than narrative does.
     rule_bonus: float = 1.0
+    #: A math problem (a short, plain prompt asking for a quantity) keeps its question verbatim unless the question
+    #: alone would take more than this share of the budget: then its filler may go too, for the facts' sake.
+    math_question_share: float = 0.4
     #: ``rate="auto"``: keep the blocks whose value reaches this share of the best block's.
     auto_threshold: float = 0.6
     #: Plain word selection (keep the best-scoring words, numbers protected), as before structure existed.
@@ -160,6 +163,7 @@ class SelectionConfig:
         _number("query_relevance", self.query_relevance, 0.0, 10.0)
         _number("paragraph_relevance", self.paragraph_relevance, 0.0, 10.0)
         _number("rule_bonus", self.rule_bonus, 0.0, 10.0)
+        _number("math_question_share", self.math_question_share, 0.0, 1.0)
         _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 
 

@@ -53,18 +53,27 @@ def filler_mask(words: Words) -> np.ndarray:
     return np.fromiter((normalize(w) in FILLER or not normalize(w) for w in words.tokens), dtype=bool, count=len(words))
 
 
-def sentence_ids(words: Words) -> tuple[np.ndarray, np.ndarray]:
+def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? or a line break, a paragraph at a
-    blank line."""
+    blank line; never inside a meaning unit ("bis zum 30. April" is one), nor after a number whose next word goes
+    on in lower case."""
     n = len(words)
     sent = np.zeros(n, dtype=np.int64)
     para = np.zeros(n, dtype=np.int64)
+    inside = np.zeros(n, dtype=bool)  # word i continues the unit of word i - 1
+    if units is not None:
+        for lo, hi in units.spans:
+            inside[lo + 1 : hi] = True
     s = p = 0
     text, starts, ends = words.text, words.starts, words.ends
     for i in range(1, n):
         gap = text[ends[i - 1] : starts[i]]
-        if "\n" in gap or _SENTENCE_END.search(text[starts[i - 1] : ends[i - 1]]):
-            s += 1
+        prev = text[starts[i - 1] : ends[i - 1]]
+        if not inside[i]:
+            if "\n" in gap:
+                s += 1
+            elif _SENTENCE_END.search(prev) and not (prev[:1].isdigit() and text[starts[i]].islower()):
+                s += 1
         if gap.count("\n") >= 2:
             p += 1
         sent[i], para[i] = s, p
@@ -126,20 +135,25 @@ def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
 
 def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
            structure: Structure, units: Units, budget: Optional[int], *, query: Optional[str],
-           config: SelectionConfig, user: Optional[np.ndarray] = None) -> np.ndarray:
-    """The keep mask of ``words`` (see the module docstring). ``numbers``: words the policy protects (kept
-    within their kept block); ``verbatim``: words kept whatever the budget, of which ``user`` were protected by
-    the caller; ``budget=None``: the dynamic rate."""
+           config: SelectionConfig, user: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, verbatim)``: the keep mask of ``words`` (see the module docstring) and the words it kept whatever
+    the budget. ``numbers``: words the policy protects (kept within their kept block); ``verbatim``: words to keep
+    whatever the budget, of which ``user`` were protected by the caller (a math problem's question is not kept
+    verbatim: its facts need the room); ``budget=None``: the dynamic rate."""
     n = len(words)
     if n == 0:
-        return verbatim.copy()
+        return verbatim.copy(), verbatim
     costs = np.asarray(costs, dtype=np.int64)
     asked = structure.kind == QUESTION
     if budget is not None and _is_math_problem(words, structure, numbers, query):
-        hard = verbatim & ~asked if user is None else (verbatim & ~asked) | user
-        return _select_facts(words, costs, scores, numbers, hard, asked, units, budget)
+        final = _final_question(words, structure)
+        hard = verbatim.copy()
+        # the question stays verbatim unless it alone would take most of the room the problem's facts need too
+        if int(costs[asked].sum()) > config.math_question_share * budget:
+            hard = (verbatim & ~asked) | (user if user is not None else False)
+        return _select_facts(words, costs, scores, numbers, hard, final, units, budget), hard
     keep = verbatim.copy()
-    sent, para = sentence_ids(words)
+    sent, para = sentence_ids(words, units)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
     lemmas = _lemmas(words)
     norm = [normalize(w) for w in words.tokens]
@@ -162,7 +176,7 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         block[rest] = n_demos + sent_block
     n_blocks = int(block.max()) + 1 if (block >= 0).any() else 0
     if n_blocks == 0:
-        return keep
+        return keep, verbatim
     is_demo = np.zeros(n_blocks, dtype=bool)
     is_demo[:n_demos] = True
 
@@ -203,7 +217,7 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     if budget is None:  # the dynamic rate: relevant blocks whole
         chosen = value >= config.auto_threshold * value.max()
         keep |= free & chosen[np.maximum(block, 0)]
-        return keep
+        return keep, verbatim
 
     # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
     order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
@@ -257,7 +271,7 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
             chosen[b] = True
             room -= short_cost[b]
             keep |= short_all & (block == b)
-    return keep
+    return keep, verbatim
 
 
 def _cut(order: np.ndarray, block: np.ndarray, costs: np.ndarray, cuttable: np.ndarray, full_cost: np.ndarray,
@@ -279,9 +293,12 @@ _RULE_WORDS = frozenset("""must shall should required requires require mandatory
     prohibited forbidden allowed permitted eligible ineligible void muss müssen darf dürfen doit doivent debe deben""".split())
 
 _QUANTITY_QUESTION = re.compile(
-    r"\bhow (?:many|much|long|far|old|often|fast|tall|high)\b|\b(?:total|sum|average|percent(?:age)?|profit|cost|costs|"
-    r"price|salary|income|earn|earns|spend|spent|pay|paid|distance|speed|age|area|volume|weight|amount|number of|"
-    r"calculate|compute|difference|remain(?:s|ing)?|left|ratio|fraction)\b", re.IGNORECASE)
+    r"\bhow (?:many|much|long|far|old|often|fast|tall|high|heavy)\b|"
+    r"\b(?:what|find|calculate|compute|determine|work out)\b.{0,60}\b(?:total|sum|average|percent(?:age)?|profit|"
+    r"cost|price|salary|income|pension|distance|speed|age|area|volume|weights?|depth|height|length|width|amount|"
+    r"number|difference|ratio|value|time|score|balance|bill|worth|miles|hours|minutes|days|years|dollars|points|"
+    r"pounds|kilograms|kg|liters|litres|gallons|meters|metres|feet|inches)\b",
+    re.IGNORECASE)
 
 
 def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
@@ -294,7 +311,10 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     unit_of = units.unit_of(n)
     items: list[np.ndarray] = [np.arange(lo, hi) for lo, hi in units.spans]
     items += [np.asarray([i]) for i in range(n) if unit_of[i] < 0]
-    value = np.asarray([ranks[it].max() + 2.0 * numbers[it].any() + 1.0 * asked[it].any() for it in items])
+    asked_content = asked & ~filler_mask(words)
+    # what is asked first (without it the facts answer nothing), then the quantities, then the best of the rest
+    value = np.asarray([ranks[it].max() + 3.0 * asked_content[it].any() + 2.0 * numbers[it].any()
+                        + 0.5 * asked[it].any() for it in items])
     keep = verbatim.copy()
     room = budget - int(costs[keep].sum())
     for k in np.lexsort((np.asarray([it[0] for it in items]), -value)):
@@ -307,18 +327,38 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
 
 
 def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, query: Optional[str]) -> bool:
-    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options or examples) with a number
-    outside its question, whose question (or closing instruction) asks for a quantity."""
-    if len(words) > 300 or not _asks_quantity(words, structure, query):
+    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options, examples, code) with a
+    number outside its question, whose final question (or closing instruction) asks for a quantity."""
+    if len(words) > 300:
         return False
-    plain = ~np.isin(structure.kind, [ROLE, HEADING, OPTION, DEMO, JSON_, CODE])
+    plain = ~np.isin(structure.kind, [ROLE, OPTION, DEMO, JSON_, CODE])
+    if not plain.all() or int((structure.kind == HEADING).sum()) > 1:
+        return False
+    asked = _final_question(words, structure)
+    final = query or " ".join(w for w, a in zip(words.tokens, asked) if a) or task_text(words, structure)
+    return bool(_QUANTITY_QUESTION.search(final)) and int(numbers.sum()) >= 2
+
+
+def _final_question(words: Words, structure: Structure) -> np.ndarray:
+    """The words of the last sentence asking something within the prompt's question (a "Question: ..." label can
+    hold a whole word problem: only its last sentence is what is asked)."""
     asked = structure.kind == QUESTION
-    return bool(plain.all()) and bool((numbers & ~asked).any())
+    idx = np.flatnonzero(asked)
+    if idx.size == 0:
+        return asked
+    sent, _ = sentence_ids(words)
+    q_sents = [s_ for s_ in np.unique(sent[idx]) if any(words[i].rstrip("\"')]").endswith("?")
+                                                       for i in idx[sent[idx] == s_])]
+    if not q_sents:
+        return asked
+    return asked & (sent == q_sents[-1])
 
 
 def _asks_quantity(words: Words, structure: Structure, query: Optional[str]) -> bool:
     """Whether the question asks for a quantity (a math problem, where every number is a fact the answer needs)."""
-    return bool(_QUANTITY_QUESTION.search(query or task_text(words, structure)))
+    asked = _final_question(words, structure)
+    final = query or " ".join(w for w, a in zip(words.tokens, asked) if a) or task_text(words, structure)
+    return bool(_QUANTITY_QUESTION.search(final))
 
 
 def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units: Units, costs: np.ndarray,

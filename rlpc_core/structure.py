@@ -124,7 +124,7 @@ def _lines(text: str) -> list[tuple[int, int]]:
 
 
 def json_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of JSON objects/arrays in ``text`` (at least one key or two items; parsed, not guessed)."""
+    """Character spans of JSON objects and arrays in ``text`` (parsed, not guessed)."""
     spans, decoder, pos = [], json.JSONDecoder(), 0
     for m in re.finditer(r"[{\[]", text):
         start = m.start()
@@ -138,7 +138,9 @@ def json_spans(text: str) -> list[tuple[int, int]]:
             value, end = decoder.raw_decode(text, start)
         except ValueError:
             continue
-        if isinstance(value, dict) and value or isinstance(value, list) and len(value) >= 2:
+        # a real payload, not "[1]" in prose: a non-empty object, or an array of objects/arrays or of 2+ items
+        if (isinstance(value, dict) and value) or (isinstance(value, list) and value and (
+                len(value) >= 2 or isinstance(value[0], (dict, list)))):
             spans.append((start, end))
             pos = end
     return spans
@@ -260,6 +262,12 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(text)
             a = _DEMO_A.search(text, start, end)
+            if a:
+                # an example ends with its answer: at a blank line or a new label line after the answer's line
+                line_end = text.find("\n", a.end())
+                nxt = re.compile(r"\n[ \t]*\n|\n[ \t]*(?:[A-Z][\w'-]*[ \t]){0,2}[A-Za-z][\w'-]*[ \t]?:")
+                stop = nxt.search(text, line_end if line_end >= 0 else end, end) if line_end >= 0 else None
+                end = stop.start() if stop else end
             rest = text[a.end():end].strip() if a else ""
             answered.append((start, end, bool(a) and bool(rest)))
         complete = [s for s in answered if s[2]]
@@ -423,7 +431,7 @@ def _context_regions(text: str) -> list[tuple[int, int]]:
 def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tuple[int, int]]:
     """The span of the prompt's last question: after the last ``Question:`` label, else the last "?" sentence
     in the final paragraph (questions inside retrieved context are not the one being asked)."""
-    labels = [m for m in re.finditer(r"^[ \t]*(?:Question|Q|User question|Query)[ \t]*:", text,
+    labels = [m for m in re.finditer(r"^[ \t]*(?:(?:\w+[ \t])?question|Q|query)[ \t]*:", text,
                                      re.IGNORECASE | re.MULTILINE)]
     for m in reversed(labels):
         i = _word_at(words, m.start())
@@ -446,9 +454,11 @@ def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tu
                 role = [m for m in _ROLE.finditer(text, lo, a)]
                 start = role[-1].end() if role else lo
                 # in a user's turn, or a short closing paragraph of a longer prompt, the setup is part of what is
-                # asked; a prompt that is one paragraph (a math problem) asks only its last sentence
+                # asked; so is a setup on the question's own line ("I need 48 muffins. How many eggs ...?"); a
+                # prompt that is one run of prose (a math problem) asks only its last sentence
                 if len(text[start:b].split()) > (80 if role else 40) or (not role and len(paragraphs) < 2):
-                    start = a
+                    line = text.rfind("\n", lo, a) + 1
+                    start = line if line > lo and len(text[line:b].split()) <= 40 else a
                 return (start, b)
     return None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -117,13 +117,17 @@ def _capitalised(word: str) -> bool:
     return bool(core) and core[0].isupper() and not core.isupper() or (core.isupper() and len(core) > 1 and core.isalpha())
 
 
-def find_units(words: Sequence[str]) -> Units:
-    """Every meaning unit of ``words``; overlapping or touching units of the same clause merge into one."""
+def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) -> Units:
+    """Every meaning unit of ``words``; overlapping units merge into one. ``breaks[i]``: a line break comes
+    before word ``i`` (a unit never runs across one: a heading and the line below it are not one name)."""
     n = len(words)
     norm = [normalize(w) for w in words]
     raw: list[tuple[int, int, str]] = []
     is_num = [_is_number(x) for x in norm]
     ends_clause = [bool(_CLAUSE_END.search(w)) for w in words]
+    if breaks is not None:
+        for i in range(n - 1):
+            ends_clause[i] = ends_clause[i] or bool(breaks[i + 1])
 
     def content(i: int) -> bool:
         return bool(norm[i]) and norm[i] not in STOPWORDS and not is_num[i]

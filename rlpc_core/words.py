@@ -35,6 +35,12 @@ class Words:
     def tokens(self) -> list[str]:
         return [self.text[s:e] for s, e in zip(self.starts.tolist(), self.ends.tolist())]
 
+    @property
+    def line_breaks(self) -> list[bool]:
+        """Whether a line break comes before each word."""
+        ends = [0] + self.ends.tolist()[:-1]
+        return ["\n" in self.text[e:s] for e, s in zip(ends, self.starts.tolist())]
+
 
 def split_words(text: str) -> Words:
     """Cut ``text`` into whitespace-delimited words, remembering where each one sits."""

@@ -1,0 +1,257 @@
+"""Compression that keeps meaning: structure, meaning units and coarse-to-fine selection on hand-written prompts.
+
+``tests/meaning/cases_*.yaml`` holds 157 prompts written for this suite (support RAG with system prompts,
+policies full of negations, few-shot multiple choice, output-format instructions, JSON, code review requests,
+email threads, names, units, dates, German/French/Spanish), each with the units a careful human editor would keep
+at rate 0.5 (``must_keep``). An item counts as kept when its words survive in order; only the function words a
+reader does without (articles, "is/are", pronouns, "of/to/in/for/with") may be missing. Every case is checked
+for the invariants that hold whatever the budget (units whole, JSON and code intact, the prompt's questions and
+options kept); the share of all items kept is a floor measured on this suite (graph 0.80, extractive 0.79 at the
+time of writing), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
+paraphrased question) are what the reader-measured benchmarks and the trained policy are for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rlpc_core import Compressor
+from rlpc_core.units import find_units
+from rlpc_core.words import split_words
+
+CASES = [case for path in sorted((Path(__file__).parent / "meaning").glob("cases_*.yaml"))
+         for case in yaml.safe_load(path.read_text(encoding="utf-8"))]
+# What a reader does without; not negations, modals or relations in time and quantity (before, only, than, or).
+DROPPABLE = frozenset("""a an the is are was were be been being am it its this that these those of to in on at by
+    for with from as and so very just also which who what do does did has have had i me my we our us you your he
+    him his she her they them their""".split())
+_EDGE = re.compile(r"^[^\w$€£%]+|[^\w%]+$")
+FLOOR = {"graph": 0.78, "extractive": 0.76}
+
+
+def item_kept(item: str, output: str) -> bool:
+    """The item's words, in order, in the output; droppable function words may be missing."""
+    out = [_EDGE.sub("", w) for w in output.split()]
+    j = 0
+    for word in item.split():
+        w = _EDGE.sub("", word)
+        if not w or w.lower() in DROPPABLE:
+            continue
+        while j < len(out) and out[j] != w:
+            j += 1
+        if j == len(out):
+            return False
+        j += 1
+    return True
+
+
+@pytest.fixture(scope="module")
+def compressors():
+    return {"graph": Compressor(), "extractive": Compressor(policy="extractive")}
+
+
+@pytest.fixture(scope="module")
+def outputs(compressors):
+    return {name: {case["id"]: c.compress(case["prompt"], rate=0.5, query=case.get("query")) for case in CASES}
+            for name, c in compressors.items()}
+
+
+def test_the_suite_is_what_it_claims():
+    assert len(CASES) >= 150 and len({c["id"] for c in CASES}) == len(CASES)
+    categories = {c["category"] for c in CASES}
+    assert {"support_rag", "policy_negation", "fewshot_mc", "output_format", "json", "code_review", "email_thread",
+            "names", "units", "dates", "non_english"} <= categories
+    for case in CASES:
+        for item in case["must_keep"]:
+            assert item in case["prompt"], (case["id"], item)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_invariants_on_every_case(case, outputs):
+    prompt = case["prompt"]
+    words = split_words(prompt)
+    for name, results in outputs.items():
+        r = results[case["id"]]
+        kept = np.asarray(r.kept, dtype=bool)
+        assert [w for w, k in zip(words.tokens, kept) if k] == r.text.split(), name  # a subsequence, in order
+        for lo, hi in find_units(words.tokens, words.line_breaks).spans:  # units are kept whole or not at all
+            assert kept[lo:hi].all() or not kept[lo:hi].any(), (name, " ".join(words.tokens[lo:hi]), r.text)
+        for item in case["must_keep"]:
+            if item.rstrip().endswith("?") or re.match(r"^\(?[A-J][).]\s", item):  # questions and options
+                assert item_kept(item, r.text), (name, item, r.text)
+        if case.get("expect_json"):
+            assert case["json_text"] in r.text, name
+            json.loads(case["json_text"])
+        for block in re.findall(r"```.*?```", prompt, flags=re.DOTALL):
+            assert block in r.text, name  # code comes out whole
+        assert r.budget_met or r.ratio > 0.5, name  # a missed budget only when what must stay exceeds it
+
+
+@pytest.mark.parametrize("policy", ["graph", "extractive"])
+def test_the_units_an_editor_keeps(policy, outputs):
+    results = outputs[policy]
+    kept = total = 0
+    by_category: dict[str, list[int]] = {}
+    for case in CASES:
+        got = [item_kept(item, results[case["id"]].text) for item in case["must_keep"]]
+        kept += sum(got)
+        total += len(got)
+        by_category.setdefault(case["category"], [0, 0])
+        by_category[case["category"]][0] += sum(got)
+        by_category[case["category"]][1] += len(got)
+    share = kept / total
+    report = ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(by_category.items()))
+    assert share >= FLOOR[policy], f"{policy}: {kept}/{total} items kept ({share:.3f}); {report}"
+    assert np.mean([results[c["id"]].budget_met for c in CASES]) >= 0.85
+
+
+def test_before_this_change_far_fewer_units_survived(outputs):
+    """The same suite with plain word selection (the graph's scores, numbers protected): what users got before."""
+    plain = Compressor(selection={"words_only": True})
+    kept = sum(item_kept(i, plain.compress(c["prompt"], rate=0.5, query=c.get("query")).text)
+               for c in CASES for i in c["must_keep"])
+    now = sum(item_kept(i, outputs["graph"][c["id"]].text) for c in CASES for i in c["must_keep"])
+    assert now >= kept + 200, (now, kept)
+
+
+# ---------------------------------------------------------------- the examples of the issue, one by one
+
+def test_negations_keep_what_they_negate():
+    c = Compressor(tokenizer="words")
+    text = ("Our plans differ in price and support. Refunds are not available for the Enterprise plan after the first "
+            "30 days. The Starter plan includes email support and 10 GB of storage. Enterprise customers get a "
+            "dedicated account manager. Can I get a refund on Enterprise after two months?")
+    for rate in (0.5, 0.7):
+        out = c.compress(text, rate=rate).text
+        assert "not available" in out and "Enterprise" in out and "30 days" in out, out
+    de = Compressor(tokenizer="words").compress(
+        "Die Rückgabe ist nicht später als bis zum 30. April möglich. Danach gilt der normale Umtausch im Laden, "
+        "aber nur mit Kassenbon und Originalverpackung. Bis wann kann ich die Ware zurückgeben?", rate=0.5).text
+    assert "nicht später als bis zum 30. April" in de, de
+
+
+def test_a_rag_prompt_keeps_its_instructions_and_its_question():
+    prompt = ("System: Answer only from the context. Never promise refunds. If the answer is not in the context, "
+              "say you will escalate.\n\nContext:\nThe Pro plan costs $29 per month and has a 98.7% uptime target. "
+              "Service credits of 10% are given for each hour below target. Credits are applied to the next invoice "
+              "and cannot be paid out in cash. The Starter plan has no uptime target. Our office in Lyon is closed on "
+              "public holidays, and the support line answers from 9:00 to 17:00 CET.\n\nUser: I am on Pro and the "
+              "uptime was 98.1% last month. Can I get my credit as cash?")
+    r = Compressor().compress(prompt, rate=0.5)
+    for must in ("Answer only from the context.", "Never promise refunds.",
+                 "I am on Pro and the uptime was 98.1% last month. Can I get my credit as cash?", "cannot be paid out"):
+        assert must in r.text, (must, r.text)
+    assert r.budget_met
+
+
+def test_multiple_choice_keeps_options_the_not_and_the_format():
+    prompt = ("Reply with the letter only.\n\nQuestion: Which of these is NOT a prime number?\n(A) 2 (B) 3 (C) 9 (D) 11\n\n"
+              "Background: a prime number has exactly two divisors, 1 and itself. The number 1 is not prime. Even "
+              "numbers above 2 are never prime, and every prime above 3 is one more or one less than a multiple of 6.")
+    out = Compressor().compress(prompt, rate=0.5).text
+    for must in ("Reply with the letter only.", "Which of these is NOT a prime number?", "(A) 2", "(B) 3", "(C) 9",
+                 "(D) 11"):
+        assert must in out, (must, out)
+
+
+def test_names_survive_whole_with_the_query():
+    text = ("Acme Cloud was founded in 2011 by Claire Dubois, a former network engineer, in a small office in Lyon. "
+            "Its first product was a backup service for dental practices. In 2015 the company hired Marc Petit as "
+            "chief technology officer, and in 2019 it opened a second office in Montreal led by Sofia Almeida. "
+            "Today Acme Cloud employs 340 people and sells storage and backup to small firms across Europe.")
+    out = Compressor().compress(text, rate=0.5, query="Who founded Acme Cloud?").text
+    assert "Claire Dubois" in out and "founded" in out, out
+
+
+def test_a_tight_budget_keeps_numbers_with_what_they_count():
+    from rlpc_core.cli import EXAMPLE_PROMPT
+
+    c = Compressor()
+    demo = c.compress(EXAMPLE_PROMPT, rate=0.5)  # what `rlpc compress --example` shows
+    assert demo.budget_met and "muffins for $3 each" in demo.text and "How much profit" in demo.text, demo.text
+    problem = EXAMPLE_PROMPT.split("Question: ", 1)[1]
+    half = c.compress(problem, rate=0.5)
+    assert half.budget_met and "muffins for $3 each" in half.text and "cookies for $1.50 each" in half.text, half.text
+    third = c.compress(problem, rate=0.33)
+    assert third.budget_met and "muffins for $3 each" in third.text and "profit" in third.text, third.text
+    # not a bare list of numbers: each kept number comes with its object
+    out = third.text.split()
+    is_num = [bool(re.fullmatch(r"\$?\d[\d.,]*", w)) for w in out]
+    for k, w in enumerate(out):
+        if is_num[k]:
+            neighbours = [j for j in (k - 1, k + 1) if 0 <= j < len(out) and not is_num[j]]
+            assert neighbours, f"a bare number {w!r} in {third.text!r}"
+
+
+def test_a_multi_paragraph_context_keeps_the_sentences_that_answer():
+    paragraphs = [
+        "The Harbour Line opened on January 7, 1943, running between the docks and the cathedral square.",
+        "Its trams were painted green until a fleet of red cars arrived from Basel on September 30, 1956.",
+        "The line closed for repairs in 1948 after a flood, and again on October 3, 1952 when the bridge was rebuilt.",
+        "A radio series about the line aired on June 26, 1953 and ran for fewer than 24 episodes.",
+        "The depot at Kleinfeld was designed by the architect Hanna Reuter, who also built the city's main library.",
+        "Hanna Reuter was born in Graz in 1901 and studied in Vienna before moving to the coast in 1930.",
+        "Fares were a flat 10 pfennig until 1962, when zones were introduced.",
+        "The last tram ran on May 31, 1971; the tracks were removed the following spring.",
+        "Today a cycle path follows most of the old route, with plaques at each former stop.",
+        "The city museum keeps one green car, number 14, on permanent display.",
+    ]
+    text = "\n\n".join(paragraphs)
+    out = Compressor().compress(text, rate=0.5, query="Where was the architect of the Kleinfeld depot born?").text
+    assert "Hanna Reuter" in out and "Graz" in out and "Kleinfeld" in out, out
+    assert sum(p.split()[1] in out for p in paragraphs) <= 7  # whole paragraphs went, not every one got a word
+
+
+def test_few_shot_examples_go_whole_before_any_word_inside_one():
+    demos = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}. The answer is {a + b}."
+                        for a, b in ((2, 3), (10, 7), (4, 4), (12, 30), (5, 9)))
+    prompt = f"Answer the last question like the examples.\n\n{demos}\n\nQ: What is 6 plus 8?\nA:"
+    r = Compressor(tokenizer="words").compress(prompt, rate=0.5)
+    kept_demos = [d for d in demos.split("\n\n") if d in r.text]
+    assert 1 <= len(kept_demos) < 5 and "Q: What is 6 plus 8?" in r.text, r.text
+    for d in demos.split("\n\n"):  # every example is in the output whole or not at all
+        assert d in r.text or not any(line in r.text for line in d.split("\n")), (d, r.text)
+
+
+def test_json_and_code_come_out_whole():
+    payload = {"order": 1042, "items": [{"sku": "A-7", "qty": 2}, {"sku": "B-1", "qty": 1}], "note": "gift"}
+    prompt = ("We received the order below from the shop's API last night, and the warehouse says something is off "
+              "with the quantities, but nobody has had time to look at it in detail yet.\n\n"
+              + json.dumps(payload, indent=2) + "\n\nHow many items does order 1042 contain in total?")
+    out = Compressor().compress(prompt, rate=0.5).text
+    assert json.dumps(payload, indent=2) in out
+    code = "```python\ndef add(a, b):\n    return a - b\n```"
+    review = ("Please review this function and list the bugs. It was written in a hurry during the release week and "
+              "the author has since left the team, so nobody remembers why it looks like this.\n\n" + code)
+    assert code in Compressor().compress(review, rate=0.5).text
+
+
+def test_the_dynamic_rate_keeps_what_is_relevant():
+    text = ("The library opens at 9:00 on weekdays and at 10:00 on Saturdays. It is closed on Sundays. "
+            "The reading room on the second floor has 120 seats. A café on the ground floor sells coffee and cakes. "
+            "The building was designed in 1968 and renovated in 2004. Parking is free for the first two hours.")
+    c = Compressor(tokenizer="words")
+    r = c.compress(text, rate="auto", query="When does the library open on Saturdays?")
+    assert "10:00 on Saturdays" in r.text and r.ratio < 0.8 and r.budget_met and r.target_tokens == r.compressed_tokens
+    wide = c.compress(text, rate="auto", query="Tell me about the library building and its history.")
+    assert "1968" in wide.text
+
+
+def test_markup_overrides_the_rules():
+    from rlpc_core.spans import strip_tags
+    from rlpc_core.structure import CONTEXT, INSTRUCTION, analyze
+
+    text = ("<instruction>Summarise in one line.</instruction> The pump failed at 3 am. <compress>Answer with the "
+            "letter only.</compress> The night shift restarted it at 4 am and logged the fault for the morning team.")
+    clean, typed = strip_tags(text)
+    words = split_words(clean)
+    kinds = dict(zip(words.tokens, analyze(words, typed=typed).kind))
+    assert kinds["Summarise"] == INSTRUCTION and kinds["letter"] == CONTEXT  # the caller said: compressible
+    r = Compressor(tokenizer="words").compress(text, target_tokens=6)
+    assert r.text.startswith("Summarise in one line.") and "<" not in r.text
