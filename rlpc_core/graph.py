@@ -11,6 +11,7 @@ No parser or NER model is needed, so scoring a 500-word passage takes millisecon
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -73,10 +74,13 @@ class GraphScores:
     protected: np.ndarray
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize(word: str) -> str:
+    # cached: words repeat, and the graph, the units and the selection all normalise the same ones
     return _EDGE_PUNCT.sub("", word).lower()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def lemmatize(norm: str) -> str:
     """A deliberately small suffix stripper: enough to link "apples"/"apple" and "bought"-free inflections."""
     if _HAS_DIGIT.search(norm):

@@ -148,9 +148,11 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     if budget is not None and _is_math_problem(words, structure, numbers, query):
         final = _final_question(words, structure)
         hard = verbatim.copy()
-        # the question stays verbatim unless it alone would take most of the room the problem's facts need too
-        if int(costs[asked].sum()) > config.math_question_share * budget:
-            hard = (verbatim & ~asked) | (user if user is not None else False)
+        # the question (or closing instruction) stays verbatim unless it alone would take most of the room the
+        # problem's facts need too
+        task = asked | final
+        if int(costs[task].sum()) > config.math_question_share * budget:
+            hard = (verbatim & ~task) | (user if user is not None else False)
         return _select_facts(words, costs, scores, numbers, hard, final, units, budget), hard
     keep = verbatim.copy()
     sent, para = sentence_ids(words, units)
@@ -239,18 +241,22 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     form = np.zeros(n, dtype=bool)  # the kept words of the chosen blocks' forms
     by_value = np.lexsort((np.arange(n_blocks), -value))
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
+    members_of = _members(block, n_blocks)
     for pos, b in enumerate(by_value):
-        in_b = (block == b) & free
+        in_b = members_of[b]
         if short_cost[b] <= room:
-            chosen[b], form[in_b] = True, short[in_b]
+            chosen[b] = True
+            form[in_b] = short[in_b]
             room -= short_cost[b]
         elif deep_ok[b] and deep_cost[b] <= room:
-            chosen[b], form[in_b] = True, deep[in_b]
+            chosen[b] = True
+            form[in_b] = deep[in_b]
             room -= deep_cost[b]
         elif pos == 0 and not is_demo[b] and crit_cost[b] <= room:
             # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
             # its units (the fine stage below puts its best words back first)
-            chosen[b], form[in_b] = True, critical[in_b]
+            chosen[b] = True
+            form[in_b] = critical[in_b]
             room -= crit_cost[b]
     short_all, short = short, form
     keep |= short & free & chosen[np.maximum(block, 0)]
@@ -270,8 +276,16 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         if not chosen[b] and short_cost[b] <= room:
             chosen[b] = True
             room -= short_cost[b]
-            keep |= short_all & (block == b)
+            keep[members_of[b]] = short_all[members_of[b]]
     return keep, verbatim
+
+
+def _members(block: np.ndarray, n_blocks: int) -> list[np.ndarray]:
+    """The word indices of each block (blocks hold consecutive words but are found by sorting, in linear time)."""
+    idx = np.flatnonzero(block >= 0)
+    order = idx[np.argsort(block[idx], kind="stable")]
+    bounds = np.searchsorted(block[order], np.arange(n_blocks + 1))
+    return [order[bounds[b] : bounds[b + 1]] for b in range(n_blocks)]
 
 
 def _cut(order: np.ndarray, block: np.ndarray, costs: np.ndarray, cuttable: np.ndarray, full_cost: np.ndarray,
@@ -312,8 +326,9 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     items: list[np.ndarray] = [np.arange(lo, hi) for lo, hi in units.spans]
     items += [np.asarray([i]) for i in range(n) if unit_of[i] < 0]
     asked_content = asked & ~filler_mask(words)
-    # what is asked first (without it the facts answer nothing), then the quantities, then the best of the rest
-    value = np.asarray([ranks[it].max() + 3.0 * asked_content[it].any() + 2.0 * numbers[it].any()
+    # the quantities first (each a fact the answer needs), then what is asked (when it is not verbatim already),
+    # then the best of the rest
+    value = np.asarray([ranks[it].max() + 3.0 * numbers[it].any() + 2.5 * asked_content[it].any()
                         + 0.5 * asked[it].any() for it in items])
     keep = verbatim.copy()
     room = budget - int(costs[keep].sum())
@@ -345,7 +360,15 @@ def _final_question(words: Words, structure: Structure) -> np.ndarray:
     asked = structure.kind == QUESTION
     idx = np.flatnonzero(asked)
     if idx.size == 0:
-        return asked
+        # no question: what the closing instruction asks ("..., calculate the total number of crabs.")
+        task = task_text(words, structure)
+        if not task:
+            return asked
+        instr = np.flatnonzero(structure.kind == INSTRUCTION)
+        last_par = words.text.rfind("\n\n", 0, int(words.starts[-1]))
+        out = np.zeros(len(words), dtype=bool)
+        out[instr[words.starts[instr] > last_par]] = True
+        return out
     sent, _ = sentence_ids(words)
     q_sents = [s_ for s_ in np.unique(sent[idx]) if any(words[i].rstrip("\"')]").endswith("?")
                                                        for i in idx[sent[idx] == s_])]

@@ -23,6 +23,7 @@ benchmarks can tell.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -53,6 +54,10 @@ BOUND_HEADS = (
     ("before",), ("after",), ("between",), ("every",), ("bis",), ("avant",), ("hasta",),
     ("antes", "de"), ("jusqu'au",), ("innerhalb",), ("dans", "les"), ("≥",), ("≤",), (">",), ("<",),
 )
+# longest first, so "no later than" wins over "no"
+_HEADS_BY_FIRST: dict = {}
+for _head in sorted(BOUND_HEADS, key=len, reverse=True):
+    _HEADS_BY_FIRST.setdefault(_head[0], []).append(_head)
 MONTHS = frozenset("""january february march april may june july august september october november december
     jan feb mar apr jun jul aug sep sept oct nov dec januar februar märz mai juni juli oktober dezember
     janvier février mars avril juin juillet août septembre octobre novembre décembre enero febrero marzo
@@ -104,6 +109,7 @@ class Units:
         return [" ".join(words[lo:hi]) for lo, hi in self.spans]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _is_number(norm: str) -> bool:
     return bool(_HAS_DIGIT.search(norm)) or any(p in NUMBER_WORDS for p in norm.split("-"))
 
@@ -112,6 +118,7 @@ def _opens_sentence(words: Sequence[str], i: int) -> bool:
     return i == 0 or bool(re.search(r"[.!?:][\"')\]]*$", words[i - 1]))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _capitalised(word: str) -> bool:
     core = re.sub(r"^[^\w]+|[^\w]+$", "", word)
     return bool(core) and core[0].isupper() and not core.isupper() or (core.isupper() and len(core) > 1 and core.isalpha())
@@ -193,7 +200,7 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
 
     # bounds: a bound phrase followed (within its clause) by a number or date
     for i in range(n):
-        for head in BOUND_HEADS:
+        for head in _HEADS_BY_FIRST.get(norm[i], ()):
             k = len(head)
             if tuple(norm[i : i + k]) != head:
                 continue

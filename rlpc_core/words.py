@@ -8,6 +8,7 @@ which keeps "$80,000" or "150%" whole.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,11 +32,12 @@ class Words:
     def __getitem__(self, i: int) -> str:
         return self.text[self.starts[i] : self.ends[i]]
 
-    @property
+    @functools.cached_property
     def tokens(self) -> list[str]:
+        # computed once: the policy, the structure, the units and the selection all read the words
         return [self.text[s:e] for s, e in zip(self.starts.tolist(), self.ends.tolist())]
 
-    @property
+    @functools.cached_property
     def line_breaks(self) -> list[bool]:
         """Whether a line break comes before each word."""
         ends = [0] + self.ends.tolist()[:-1]

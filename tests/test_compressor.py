@@ -20,18 +20,22 @@ def check_invariants(original: str, r: CompressionResult) -> None:
     assert r.protected_ok
 
 
-def test_gsm8k_questions_keep_every_number_and_hit_the_rate(word_compressor):
+def test_gsm8k_questions_keep_their_numbers_and_hit_the_rate(word_compressor):
+    """Math problems keep their quantities with what they count, as meaning units: at rate 0.5 nearly every
+    question keeps every number (the budget is met: where the quantities alone do not fit, the weakest go)."""
     rows = read_jsonl("gsm8k/test.jsonl", limit=200)
-    ratios = []
+    ratios, all_kept = [], 0
     for row in rows:
         q = row["question"]
         r = word_compressor.compress(q, rate=0.5)
         check_invariants(q, r)
         numbers = re.findall(r"\d+(?:[.,]\d+)*", q)
-        assert all(n in r.text for n in numbers), (q, r.text)
+        all_kept += all(n in r.text for n in numbers)
+        assert r.budget_met, (q, r.text)
         if len(q.split()) >= 100:
             assert abs(r.ratio - 0.5) <= 0.1
         ratios.append(r.ratio)
+    assert all_kept >= 0.9 * len(rows), all_kept
     assert abs(np.mean(ratios) - 0.5) < 0.1
 
 
@@ -235,7 +239,7 @@ _word = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Zl", "
        rate=st.floats(min_value=0.05, max_value=1.0))
 def test_invariants_hold_for_any_text(word_compressor, words, seps, rate):
     text = "".join(w + seps[i % len(seps)] for i, w in enumerate(words))
-    text = text.replace("<keep>", "").replace("</keep>", "")
+    text = re.sub(r"</?(?:keep|question|instruction|demo|compress)>", "", text)
     r = word_compressor.compress(text, rate=rate)
     if not text.strip():
         assert r.text == ""

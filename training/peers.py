@@ -1,9 +1,10 @@
 """Peers the benchmark runs beside rlpc's own policies, on the same rows at the same rate.
 
 In-process peers are extractive policies registered with :func:`rlpc_core.register_policy`, so they go through
-the very same :class:`~rlpc_core.Compressor` machinery as the graph policy: the same tokenizer, the same budget,
-the same word selection (:func:`rlpc_core.select_words`) and the same guarantees (output is a subsequence of the
-input words). Only the word scores differ:
+the very same :class:`~rlpc_core.Compressor` machinery as the graph policy: the same tokenizer, the same budget
+and the same guarantees (output is a subsequence of the input words). They select plain words by score
+(:func:`rlpc_core.select_words`, ``words_only = True``), not rlpc's structure-aware selection: a peer is its
+scores alone. Only the word scores differ:
 
 * ``random``: seeded random scores, nothing protected (the floor any method must beat);
 * ``truncate``: scores falling with position, nothing protected: keeps the first words that fit;
@@ -53,6 +54,7 @@ class RandomPolicy:
     """Seeded random word scores; protects nothing."""
 
     name = "random"
+    words_only = True  # a peer is its scores alone: plain word selection, no structure, units or sentences
 
     def __init__(self, config: Any = None, *, seed: int = 0, **_: Any) -> None:
         self.seed = int(seed)
@@ -66,6 +68,7 @@ class TruncatePolicy:
     """Scores that fall with position: the budget keeps the first words. Protects nothing."""
 
     name = "truncate"
+    words_only = True
 
     def __init__(self, config: Any = None, **_: Any) -> None:
         pass
@@ -87,6 +90,7 @@ class SelectiveContextPolicy:
     """
 
     name = "selective-context"
+    words_only = True
 
     def __init__(self, config: Any = None, *, model: str = "smollm2-135m-instruct", max_window: int = 2048,
                  dtype: str = "float32", **_: Any) -> None:
