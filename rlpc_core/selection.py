@@ -328,7 +328,7 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     asked_content = asked & ~filler_mask(words)
     # the quantities first (each a fact the answer needs), then what is asked (when it is not verbatim already),
     # then the best of the rest
-    value = np.asarray([ranks[it].max() + 3.0 * numbers[it].any() + 2.5 * asked_content[it].any()
+    value = np.asarray([ranks[it].max() + 4.0 * numbers[it].any() + 2.5 * asked_content[it].any()
                         + 0.5 * asked[it].any() for it in items])
     keep = verbatim.copy()
     room = budget - int(costs[keep].sum())
