@@ -281,7 +281,8 @@ class Compressor:
         job = _Job(clean, words, costs, original, budget, spans, query, start, typed)
         sel = self.config.selection
         if not sel.words_only:
-            job.structure = analyze(words, query=query, typed=typed, verbatim_spans=spans, rules=sel.structure)
+            job.structure = analyze(words, query=query, typed=typed, verbatim_spans=spans, rules=sel.structure,
+                                    json_values=sel.json == "values")
             if query is None:
                 # the prompt's own question (else its closing instruction) makes scoring question-aware when the
                 # caller gives none

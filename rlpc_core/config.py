@@ -130,6 +130,9 @@ class SelectionConfig:
     structure: bool = True
     #: Keep meaning units whole (negations with their scope, bounds, quantities, names, dates).
     units: bool = True
+    #: JSON in a prompt: ``whole`` (verbatim) or ``values`` (the words inside string values are compressible;
+    #: keys, numbers, brackets and quotes stay, so the JSON still parses).
+    json: str = "whole"
     #: Share of a kept sentence's tokens its short form may cut (filler first). Beyond that, whole low-value
     #: sentences go instead: a reader understands fewer whole sentences better than more telegraphic ones.
     max_word_drop: float = 0.4
@@ -158,6 +161,9 @@ class SelectionConfig:
         for name in ("structure", "units", "words_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.json not in ("whole", "values"):
+            raise ValueError(f"json={self.json!r} must be 'whole' (keep JSON verbatim) or 'values' (compress the text "
+                             "of string values only)")
         _number("max_word_drop", self.max_word_drop, 0.0, 1.0)
         _number("dense_word_drop", self.dense_word_drop, 0.0, 1.0)
         _number("query_relevance", self.query_relevance, 0.0, 10.0)

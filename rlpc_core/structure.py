@@ -146,6 +146,20 @@ def json_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_value_interiors(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Inside the JSON at ``text[start:end]``: the character spans between the quotes of each string *value* (not
+    of keys: a key is a string followed by a colon)."""
+    out = []
+    for m in _JSON_STRING.finditer(text, start, end):
+        after = text[m.end():end].lstrip()
+        if not after.startswith(":") and m.end() - m.start() > 2:
+            out.append((m.start() + 1, m.end() - 1))
+    return out
+
+
 def _sentence_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
     """Sentences of ``text[lo:hi]`` (ends at . ! ? followed by space/newline, or at a line break)."""
     out, start = [], lo
@@ -196,10 +210,11 @@ def _paragraphs(text: str) -> list[tuple[int, int]]:
 
 
 def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[int, int, str]] = (),
-            verbatim_spans: Sequence[tuple[int, int]] = (), rules: bool = True) -> Structure:
+            verbatim_spans: Sequence[tuple[int, int]] = (), rules: bool = True, json_values: bool = False) -> Structure:
     """Label every word of a prompt. ``typed``: caller markup spans (``question``, ``instruction``, ``demo``,
     ``compress``) over the clean text; ``verbatim_spans``: spans that must come out verbatim (``<keep>``,
-    ``protect=``, code fences); ``rules=False``: the caller's markup only, no detection."""
+    ``protect=``, code fences); ``rules=False``: the caller's markup only, no detection; ``json_values``: the words
+    inside JSON string values are compressible (keys, numbers, brackets and every quote stay, so it still parses)."""
     text = words.text
     n = len(words)
     kind = np.full(n, CONTEXT, dtype=np.int64)
@@ -233,7 +248,17 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
         return Structure(kind, demo, marker_of, prior)
 
     # 2. code is verbatim already (fences arrive in verbatim_spans); JSON
-    label(json_spans(text), JSON_)
+    found_json = json_spans(text)
+    if json_values:
+        inner = words_in_spans(words, [seg for a, b in found_json for seg in json_value_interiors(text, a, b)])
+        touching = words_in_spans(words, found_json)
+        # a word holding a quote, a bracket or a key stays; words wholly inside a string value may go
+        whole = np.asarray([bool(re.search(r'["{}\[\]:]', w)) for w in words.tokens], dtype=bool)
+        label_mask = touching & ~(inner & ~whole)
+        kind[label_mask & ~assigned] = JSON_
+        assigned |= touching
+    else:
+        label(found_json, JSON_)
 
     # 3. roles and the system turn
     lines = _lines(text)
@@ -464,4 +489,4 @@ def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tu
 
 
 __all__ = ["CODE", "CONTEXT", "DEMO", "HEADING", "INSTRUCTION", "JSON_", "KEEP", "KIND_NAMES", "MARKER", "OPTION",
-           "QUESTION", "ROLE", "Structure", "VERBATIM", "analyze", "json_spans", "task_text"]
+           "QUESTION", "ROLE", "Structure", "VERBATIM", "analyze", "json_spans", "json_value_interiors", "task_text"]

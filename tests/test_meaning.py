@@ -255,3 +255,18 @@ def test_markup_overrides_the_rules():
     assert kinds["Summarise"] == INSTRUCTION and kinds["letter"] == CONTEXT  # the caller said: compressible
     r = Compressor(tokenizer="words").compress(text, target_tokens=6)
     assert r.text.startswith("Summarise in one line.") and "<" not in r.text
+
+
+def test_json_values_mode_compresses_string_values_and_still_parses():
+    payload = {"id": 7, "description": "A very long and rather repetitive description of the product that goes on "
+               "and on about colours, materials and the story of the company that makes it", "tags": ["red", "wool"],
+               "price": 49.5, "ok": True, "note": None}
+    prompt = "Here is the record.\n\n" + json.dumps(payload, indent=2) + "\n\nWhat is the price?"
+    whole = Compressor().compress(prompt, rate=0.5)
+    assert json.dumps(payload, indent=2) in whole.text  # the default: JSON verbatim
+    values = Compressor(selection={"json": "values"}).compress(prompt, rate=0.5)
+    body = json.loads(values.text[values.text.index("{"): values.text.rindex("}") + 1])
+    assert set(body) == set(payload) and body["price"] == 49.5 and body["tags"] == ["red", "wool"]
+    assert len(body["description"]) < len(payload["description"]) and values.compressed_tokens < whole.compressed_tokens
+    with pytest.raises(ValueError, match="json='partly'"):
+        Compressor(selection={"json": "partly"})
