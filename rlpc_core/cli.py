@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-f", "--file", help="read the prompt from this file")
     c.add_argument("--encoding", default="utf-8", help="encoding of the file or standard input (default utf-8)")
     budget = c.add_mutually_exclusive_group()
-    budget.add_argument("--rate", type=float, help="share of tokens to keep, in (0, 1] (default: the config's 0.5)")
+    budget.add_argument("--rate", type=_rate, help="share of tokens to keep, in (0, 1], or 'auto' (keep what is "
+                        "relevant, the rate follows) (default: the config's 0.5)")
     budget.add_argument("--target-tokens", type=int, help="token budget for the compressed prompt, >= 1")
     c.add_argument("--query", help="question the prompt must still answer (question-aware compression)")
     c.add_argument("--protect", action="append", default=[], metavar="STRING",
@@ -66,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
 
 class UsageError(Exception):
     pass
+
+
+def _rate(value: str):
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a rate: pass a fraction such as 0.5, or auto") from None
 
 
 def _read_prompt(args) -> str:
