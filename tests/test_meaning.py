@@ -6,8 +6,8 @@ email threads, names, units, dates, German/French/Spanish), each with the units 
 at rate 0.5 (``must_keep``). An item counts as kept when its words survive in order; only the function words a
 reader does without (articles, "is/are", pronouns, "of/to/in/for/with") may be missing. Every case is checked
 for the invariants that hold whatever the budget (units whole, JSON and code intact, the prompt's questions and
-options kept); the share of all items kept is a floor measured on this suite (graph 0.80, extractive 0.79 at the
-time of writing), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
+options kept); the share of all items kept is a floor measured on this suite (graph 563/694 = 0.81, extractive
+560/694 = 0.81 at the time of writing; plain word selection 189/694 = 0.27), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
 paraphrased question) are what the reader-measured benchmarks and the trained policy are for.
 """
 
@@ -32,7 +32,7 @@ DROPPABLE = frozenset("""a an the is are was were be been being am it its this t
     for with from as and so very just also which who what do does did has have had i me my we our us you your he
     him his she her they them their""".split())
 _EDGE = re.compile(r"^[^\w$€£%]+|[^\w%]+$")
-FLOOR = {"graph": 0.78, "extractive": 0.76}
+FLOOR = {"graph": 0.78, "extractive": 0.78}
 
 
 def item_kept(item: str, output: str) -> bool:
@@ -108,7 +108,7 @@ def test_the_units_an_editor_keeps(policy, outputs):
     share = kept / total
     report = ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(by_category.items()))
     assert share >= FLOOR[policy], f"{policy}: {kept}/{total} items kept ({share:.3f}); {report}"
-    assert np.mean([results[c["id"]].budget_met for c in CASES]) >= 0.85
+    assert np.mean([results[c["id"]].budget_met for c in CASES]) >= 0.85  # 139/157 measured
 
 
 def test_before_this_change_far_fewer_units_survived(outputs):
