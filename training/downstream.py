@@ -26,6 +26,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from training.rates import rate_key, rate_label
+
 NONE = "none"
 #: The reader task of each dataset task (summaries have no gold a reader's answer can be scored against).
 READER_TASKS = {"qa": "qa", "math": "math", "math-fewshot": "math-fewshot", "mc": "mc"}
@@ -234,10 +236,10 @@ def reader_table(metrics: Mapping[str, Any]) -> list[str]:
         head += ["EM %", "F1 %", "EM lost", "F1 lost"]
     head += ["s per row (vs none)", "prompt tokens billed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
-    for a in sorted(aggs, key=lambda a: (a["rate"], a["method"] != NONE, a["method"])):
+    for a in sorted(aggs, key=lambda a: (rate_key(a["rate"]), a["method"] != NONE, a["method"])):
         rd, e2e = a["reader"], a["reader"].get("end_to_end") or {}
         lost = rd["accuracy_lost"]
-        cells = [f"`{a['method']}`", f"{a['rate']:g}", f"{a['ratio_mean']:.3f}", _pct(rd["accuracy"]),
+        cells = [f"`{a['method']}`", rate_label(a["rate"]), f"{a['ratio_mean']:.3f}", _pct(rd["accuracy"]),
                  "0 (reference)" if a["method"] == NONE else _pct(lost, signed=True),
                  "—" if a["method"] == NONE else f"{lost['worse']} / {lost['better']}"]
         if qa:
@@ -260,14 +262,14 @@ def end_to_end_table(metrics: Mapping[str, Any]) -> list[str]:
     lines = ["| method | rate | compression s | reader prefill s (cached prefix / cold est.) | decoding s | total s | "
              "uncompressed total s | saved s per row [95% CI] | prompt + reply tokens billed, saved |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for a in sorted(aggs, key=lambda a: (a["rate"], a["method"] != NONE, a["method"])):
+    for a in sorted(aggs, key=lambda a: (rate_key(a["rate"]), a["method"] != NONE, a["method"])):
         e = a["reader"]["end_to_end"]
         saved = e.get("saved_s") or {}
         ci = saved.get("ci") or [None, None]
         share = e.get("billed_tokens_saved_share")
         split = (f"{e['prefill_s']:.2f} / {e['prefill_cold_s']:.2f} | {e['generation_s']:.2f}"
                  if e.get("prefill_s") is not None else "— | — (the server reports wall seconds only)")
-        lines.append(f"| `{a['method']}` | {a['rate']:g} | {e['compression_s']:.3f} | {split} | {e['total_s']:.2f} | "
+        lines.append(f"| `{a['method']}` | {rate_label(a['rate'])} | {e['compression_s']:.3f} | {split} | {e['total_s']:.2f} | "
                      f"{e['original_total_s']:.2f} | {saved.get('mean', float('nan')):+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
                      f"{'—' if share is None else f'{100 * share:.1f}%'} |")
     return lines
@@ -282,7 +284,7 @@ def pays_for_itself(metrics: Mapping[str, Any]) -> list[str]:
         saved = e.get("saved_s")
         if a["method"] == NONE or not saved:
             continue
-        label = f"`{a['method']}` at {a['rate']:g} ({saved['mean']:+.2f} s per row)"
+        label = f"`{a['method']}` at {rate_label(a['rate'])} ({saved['mean']:+.2f} s per row)"
         (pays if saved["ci"][0] > 0 else costs if saved["ci"][1] < 0 else even).append(label)
     out = []
     if pays:

@@ -49,6 +49,7 @@ from rlpc_core.rewards import answer_survives
 from training.data import DataError, Example, load
 from training.peer_env import PeerEnvError
 from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
+from training.rates import AUTO, rate_key, rate_label  # noqa: F401 - re-exported for the report modules
 
 NONE = "none"
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -191,7 +192,8 @@ def _query(e: Example) -> Optional[str]:
 def _record(e: Example, method: Method, rate: float, text: str, seconds: Optional[float], original_tokens: int,
             counter, fallback: Optional[str] = None, shared_by: int = 1) -> dict[str, Any]:
     compressed = counter.count(text)
-    budget = max(1, int(round(rate * original_tokens)))
+    # the dynamic rate has no budget: the rate reached is the budget met
+    budget = compressed if rate == AUTO else max(1, int(round(rate * original_tokens)))
     rec: dict[str, Any] = {
         "id": e.id, "method": method.label, "rate": rate, "task": e.task,
         "original_tokens": original_tokens, "compressed_tokens": compressed,
@@ -245,6 +247,13 @@ class CompressionStore:
         self._fh.close()
 
 
+def _is_peer(method: Method) -> bool:
+    """Peers have no dynamic rate (their scores rank words, not relevant blocks)."""
+    from training.peers import IN_PROCESS_PEERS
+
+    return method.runs_in == "peer-env" or method.spec in IN_PROCESS_PEERS
+
+
 def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: Sequence[float], *, tokenizer: str,
                  threads: int, out: Path, bar, resume: bool = False,
                  scorer: str = "smollm2-135m-instruct") -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -266,7 +275,8 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
             extra = scorer if method.runs_in == "peer-env" else ""
             jobs: dict[str, tuple[float, Example]] = {}
             users: dict[str, list[int]] = {}
-            for rate in rates:
+            method_rates = [r for r in rates if r != AUTO or method.runs_in == "baseline" or not _is_peer(method)]
+            for rate in method_rates:
                 for i, e in enumerate(examples):
                     k = store.key(method, rate, e.text, _query(e), extra)
                     jobs.setdefault(k, (rate, e))
@@ -332,6 +342,10 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
         store.close()
     order = {(m.label, rate, e.id): n for n, (m, rate, e) in
              enumerate((m, rate, e) for m in methods for rate in rates for e in examples)}
+    info_rates = {m.label: [r for r in rates if any(rec["method"] == m.label and rec["rate"] == r for rec in records)]
+                  for m in methods}
+    for label, rs in info_rates.items():
+        info.setdefault(label, {})["rates"] = rs
     records.sort(key=lambda r: order[(r["method"], r["rate"], r["id"])])
     return records, info
 
@@ -605,7 +619,8 @@ def plot(metrics: dict[str, Any], records: Sequence[dict[str, Any]], out: Path) 
     methods = list(dict.fromkeys(a["method"] for a in aggs))
     for ax, (key, label) in zip(axes[0], panels):
         for m in methods:
-            pts = sorted((a for a in aggs if a["method"] == m and a.get("quality_meaningful", True)), key=lambda a: a["rate"])
+            pts = sorted((a for a in aggs if a["method"] == m and a.get("quality_meaningful", True)),
+                         key=lambda a: a["ratio_mean"])
             xs, ys, lo, hi = [], [], [], []
             for a in pts:
                 stat = a.get(key)
@@ -680,16 +695,23 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _rates(text: str) -> list[float]:
+def _rates(text: str) -> list:
     from rlpc_core import check_rate
 
-    try:
-        rates = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        raise ValueError(f"--rate {text!r} must be comma-separated fractions, e.g. 0.33,0.5") from err
+    rates: list = []
+    for x in (x.strip() for x in text.split(",")):
+        if not x:
+            continue
+        if x == AUTO:
+            rates.append(AUTO)
+            continue
+        try:
+            rates.append(check_rate(float(x)))
+        except ValueError as err:
+            raise ValueError(f"--rate {text!r} must be comma-separated fractions or auto, e.g. 0.33,0.5,auto") from err
     if not rates:
         raise ValueError("--rate needs at least one rate, e.g. 0.5")
-    return [check_rate(r) for r in rates]
+    return rates
 
 
 def _split(args: argparse.Namespace) -> Optional[str]:

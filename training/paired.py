@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from training.evaluate import bootstrap_ci
+from training.rates import rate_key
 
 MAIN = {"qa": "answer_survival", "math": "number_retention"}
 
@@ -30,11 +31,12 @@ def paired(rows: Sequence[dict[str, Any]], reference: str, seed: int = 0) -> dic
     if any(r.get("reader_accuracy") is not None for r in rows):
         metrics.insert(0, "reader_accuracy")  # the headline: a capable reader's accuracy (training.downstream)
     methods = sorted({r["method"] for r in rows} - {reference, "none"})
-    rates = sorted({r["rate"] for r in rows})
+    rates = sorted({r["rate"] for r in rows}, key=rate_key)
     out: dict[str, Any] = {}
     for m in methods:
         res: dict[str, Any] = {}
-        for label, sel in [(str(rate), [rate]) for rate in rates] + [("pooled", rates)]:
+        fixed = [r for r in rates if r != "auto"]  # pooled over the fixed rates; auto is its own row
+        for label, sel in [(str(rate), [rate]) for rate in rates] + [("pooled", fixed)]:
             entry = {}
             for metric in metrics:
                 diffs = []

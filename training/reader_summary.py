@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from training.rates import rate_key, rate_label
+
 START, END = "<!-- reader:start -->", "<!-- reader:end -->"
 NONE = "none"
 QA_TASKS = ("qa", "mc")
@@ -64,7 +66,7 @@ def _paired(rows: Sequence[dict[str, Any]], method: str, reference: str, rate: f
 
 def summarize(runs: Sequence[dict[str, Any]], *, reference: str = "graph", seed: int = 0) -> dict[str, Any]:
     methods = list(dict.fromkeys(m for run in runs for m in run["metrics"]["config"]["methods"] if m != NONE))
-    rates = sorted({rate for run in runs for rate in run["metrics"]["config"]["rates"]})
+    rates = sorted({rate for run in runs for rate in run["metrics"]["config"]["rates"]}, key=rate_key)
     per_dataset: dict[str, Any] = {}
     for run in runs:
         entry: dict[str, Any] = {"rows": run["metrics"]["dataset"]["rows"], "task": run["metrics"]["dataset"]["task"],
@@ -114,7 +116,7 @@ def markdown(summary: dict[str, Any], root: Path) -> str:
              "prompt: " + ", ".join(f"{n} {100 * _orig(ds[n]):.1f}% ({ds[n]['rows']} rows)" for n in names) + ".", ""]
     for rate in summary["rates"]:
         head = ["method"] + [f"{n}" for n in names] + (["QA pooled"] if pooled["methods"] else [])
-        lines += [f"Target rate {rate:g} (the achieved ratio in brackets):", "",
+        lines += [f"Target rate {rate_label(rate)} (the achieved ratio in brackets):", "",
                   "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for m in summary["methods"]:
             cells = [f"`{m}`"]
@@ -130,7 +132,7 @@ def markdown(summary: dict[str, Any], root: Path) -> str:
     if pooled["methods"]:
         lines += [f"Against `{ref}` on the same rows, QA pooled ({', '.join(pooled['datasets'])}): accuracy "
                   "difference, points (positive = better than the reference), rows better / worse:", "",
-                  "| method | " + " | ".join(f"rate {r:g}" for r in summary["rates"]) + " |",
+                  "| method | " + " | ".join(f"rate {rate_label(r)}" for r in summary["rates"]) + " |",
                   "|---|" + "---:|" * len(summary["rates"])]
         for m in summary["methods"]:
             if m == ref:
@@ -187,7 +189,7 @@ def plot(summary: dict[str, Any], out: Path) -> Optional[str]:
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=15)
-        ax.set_title(f"target rate {rate:g}")
+        ax.set_title(f"target rate {rate_label(rate)}")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("accuracy lost vs uncompressed (points)")
     axes[0][-1].legend(fontsize=8)

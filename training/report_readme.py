@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from training.rates import rate_key, rate_label
+
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 NM = "n/m"
@@ -144,8 +146,8 @@ def method_table(aggregates: Sequence[Mapping[str, Any]], task: str) -> list[str
 def _by_rate(metrics: Mapping[str, Any]) -> dict[float, list[Mapping[str, Any]]]:
     out: dict[float, list[Mapping[str, Any]]] = {}
     for agg in metrics["aggregates"]:
-        out.setdefault(float(agg["rate"]), []).append(agg)
-    return dict(sorted(out.items()))
+        out.setdefault(agg["rate"], []).append(agg)
+    return dict(sorted(out.items(), key=lambda kv: rate_key(kv[0])))
 
 
 def _dataset_line(metrics: Mapping[str, Any]) -> str:
@@ -188,7 +190,7 @@ def render_report(metrics: Mapping[str, Any]) -> str:
                   "Evaluator-free and small-model figures, measured on the same rows; they are not the verdict (a "
                   "prompt can keep the answer string and still be unreadable).", ""]
     for rate, aggs in _by_rate(metrics).items():
-        lines += [f"## Target rate {rate:g}", ""] + method_table(aggs, task) + [""]
+        lines += [f"## Target rate {rate_label(rate)}", ""] + method_table(aggs, task) + [""]
     gen_n = (metrics.get("evaluator") or {}).get("gen_rows")
     lines += ["## How to read this", ""]
     lines.append("- **achieved ratio**: mean of compressed / original tokens per row, every method's output counted "
@@ -272,7 +274,7 @@ def render_readme_section(items: Iterable[tuple[str, Mapping[str, Any]]]) -> str
         out += [f"#### {ds['name']}: {ds['rows']} rows", "", _dataset_line(metrics) + ".",
                 f"Source: [`{path}`]({path}); command: `{cfg.get('command', '')}`", ""]
         for rate, aggs in _by_rate(metrics).items():
-            out += [f"Target rate {rate:g}:", ""] + method_table(aggs, ds["task"]) + [""]
+            out += [f"Target rate {rate_label(rate)}:", ""] + method_table(aggs, ds["task"]) + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
