@@ -73,6 +73,11 @@ _IMPERATIVE = frozenset("""answer reply respond return output write summarise su
     generate create rewrite convert count calculate compute determine find label tag mark please turn sort group
     organise organize fill complete suggest recommend propose help tell""".split())
 # Phrases that only an instruction to the model contains: how to answer, in what form.
+_SUBJECT_VERBS = frozenset("is are was were has had will would can could may might shall should must 's does did "
+                           "likes wants needs makes gets buys sells has".split())
+# words that often follow an imperative and end in s ("list items", "give details") are not a verb of a subject
+_IMPERATIVE_NEXT = frozenset("its us this these those details steps items results options points reasons ideas "
+                             "examples sentences words questions answers".split())
 _FORMAT_CUES = re.compile(
     r"\b(?:you (?:must|should) (?:answer|reply|respond|use only|only)|your (?:task|answer|reply|response|job) (?:is|should)|"
     r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)\b|(?:answer|reply|respond) (?:briefly|concisely)|"
@@ -182,8 +187,15 @@ def _opens_with_imperative(clause: str) -> bool:
     if not words:
         return False
     first = re.sub(r"[^\w']", "", words[0]).lower()
-    # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings
-    return first in _IMPERATIVE and not (len(words) > 1 and words[1][:1].isupper() and first not in ("do", "please"))
+    second = re.sub(r"[^\w']", "", words[1]).lower() if len(words) > 1 else ""
+    # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings, nor a name as the subject of a
+    # verb ("Mark is a copy-editor", "Grace writes ...")
+    if first not in _IMPERATIVE or (second[:1].isupper() and first not in ("do", "please")):
+        return False
+    if second in _SUBJECT_VERBS or (words[0][:1].isupper() and second.endswith("s") and second not in _IMPERATIVE_NEXT
+                                    and len(second) > 3 and not second.endswith("ss")):
+        return False
+    return True
 
 
 def _is_instruction(sentence: str) -> bool:
