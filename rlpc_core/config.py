@@ -150,7 +150,7 @@ class SelectionConfig:
     rule_bonus: float = 1.0
     #: A math problem (a short, plain prompt asking for a quantity) keeps its question verbatim unless the question
     #: alone would take more than this share of the budget: then its filler may go too, for the facts' sake.
-    math_question_share: float = 0.4
+    math_question_share: float = 0.3
     #: ``rate="auto"``: keep the blocks whose value reaches this share of the best block's.
     auto_threshold: float = 0.6
     #: Plain word selection (keep the best-scoring words, numbers protected), as before structure existed.

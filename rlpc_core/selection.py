@@ -147,13 +147,13 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     asked = structure.kind == QUESTION
     if budget is not None and _is_math_problem(words, structure, numbers, query):
         final = _final_question(words, structure)
-        hard = verbatim.copy()
-        # the question (or closing instruction) stays verbatim unless it alone would take most of the room the
-        # problem's facts need too
-        task = asked | final
-        if int(costs[task].sum()) > config.math_question_share * budget:
-            hard = (verbatim & ~task) | (user if user is not None else False)
-        return _select_facts(words, costs, scores, numbers, hard, final, units, budget), hard
+        # the question's facts are the problem's facts (a "Question:" label may hold the whole problem): only its
+        # final sentence stays verbatim, and only if it leaves the facts most of the room
+        hard = (verbatim & ~(asked | final)) | (user if user is not None else False)
+        if int(costs[final].sum()) <= config.math_question_share * budget:
+            hard = hard | final
+        return _select_facts(words, costs, scores, numbers, hard, final, units, budget,
+                             config.math_question_share), hard
     keep = verbatim.copy()
     sent, para = sentence_ids(words, units)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
@@ -316,42 +316,59 @@ _QUANTITY_QUESTION = re.compile(
 
 
 def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
-                  asked: np.ndarray, units: Units, budget: int) -> np.ndarray:
+                  asked: np.ndarray, units: Units, budget: int, question_share: float = 0.3) -> np.ndarray:
     """A math problem: every sentence holds a fact the answer needs, so no sentence is dropped whole. Items are
-    meaning units and single words; a number is kept only with its unit or object (its quantity unit), quantities
-    first, then the question's words, then the best-ranked others, while the budget allows."""
+    meaning units and single words; a number is kept only with its unit or object (its quantity unit). What is
+    asked comes first, up to ``question_share`` of the budget (without it the facts answer nothing), then the
+    quantities, then the best-ranked other words, while the budget allows."""
     n = len(words)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
     unit_of = units.unit_of(n)
     items: list[np.ndarray] = [np.arange(lo, hi) for lo, hi in units.spans]
     items += [np.asarray([i]) for i in range(n) if unit_of[i] < 0]
     asked_content = asked & ~filler_mask(words)
-    # the quantities first (each a fact the answer needs), then what is asked (when it is not verbatim already),
-    # then the best of the rest
-    value = np.asarray([ranks[it].max() + 4.0 * numbers[it].any() + 2.5 * asked_content[it].any()
-                        + 0.5 * asked[it].any() for it in items])
     keep = verbatim.copy()
     room = budget - int(costs[keep].sum())
-    for k in np.lexsort((np.asarray([it[0] for it in items]), -value)):
-        it = items[k][~keep[items[k]]]
-        c = int(costs[it].sum())
-        if it.size and c <= room:
-            keep[it] = True
-            room -= c
+
+    def take(order: np.ndarray, limit: int) -> int:
+        spent = 0
+        for k in order:
+            it = items[k][~keep[items[k]]]
+            c = int(costs[it].sum())
+            if it.size and c <= room - spent and spent + c <= limit:
+                keep[it] = True
+                spent += c
+        return spent
+
+    start = np.asarray([it[0] for it in items])
+    rank = np.asarray([ranks[it].max() for it in items])
+    in_question = np.asarray([bool(asked_content[it].any()) for it in items])
+    has_number = np.asarray([bool(numbers[it].any()) for it in items])
+    room -= take(np.lexsort((start, -rank, ~in_question))[: int(in_question.sum())],
+                 int(question_share * budget))
+    room -= take(np.lexsort((start, -rank, ~has_number))[: int(has_number.sum())], room)
+    take(np.lexsort((start, -rank)), room)
     return keep
 
 
 def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, query: Optional[str]) -> bool:
-    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options, examples, code) with a
-    number outside its question, whose final question (or closing instruction) asks for a quantity."""
-    if len(words) > 300:
+    """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options, examples, code) whose
+    sentences mostly state quantities and whose final question (or closing instruction) asks for one."""
+    if len(words) > 160:  # word problems are short (GSM8K: 46 words on average); a policy or a page is not
         return False
     plain = ~np.isin(structure.kind, [ROLE, OPTION, DEMO, JSON_, CODE])
     if not plain.all() or int((structure.kind == HEADING).sum()) > 1:
         return False
     asked = _final_question(words, structure)
     final = query or " ".join(w for w, a in zip(words.tokens, asked) if a) or task_text(words, structure)
-    return bool(_QUANTITY_QUESTION.search(final)) and int(numbers.sum()) >= 2
+    if not _QUANTITY_QUESTION.search(final) or int(numbers.sum()) < 2:
+        return False
+    # most of its sentences state a quantity
+    sent, _ = sentence_ids(words)
+    facts = np.unique(sent[~asked])
+    if facts.size == 0:
+        return True  # one sentence that is both the facts and the question ("If a bag costs $20 ..., how much ...?")
+    return float(np.isin(facts, np.unique(sent[numbers & ~asked])).mean()) >= 0.5
 
 
 def _final_question(words: Words, structure: Structure) -> np.ndarray:

@@ -114,8 +114,11 @@ def _is_number(norm: str) -> bool:
     return bool(_HAS_DIGIT.search(norm)) or any(p in NUMBER_WORDS for p in norm.split("-"))
 
 
+_OPENS_AFTER = re.compile(r"[.!?:][\"')\]]*$")
+
+
 def _opens_sentence(words: Sequence[str], i: int) -> bool:
-    return i == 0 or bool(re.search(r"[.!?:][\"')\]]*$", words[i - 1]))
+    return i == 0 or bool(_OPENS_AFTER.search(words[i - 1]))
 
 
 @functools.lru_cache(maxsize=1 << 16)
