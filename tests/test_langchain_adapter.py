@@ -160,3 +160,19 @@ def test_document_compressor_in_a_contextual_compression_retriever():
 def test_document_compressor_validates_settings():
     with pytest.raises(ValueError, match="rate=2"):
         RLPCDocumentCompressor(rate=2)
+
+
+def test_document_compressor_with_one_budget_for_all_documents():
+    docs = [Document(page_content="The bakery on the main square sells rye bread and honey cakes.", id="bakery"),
+            Document(page_content=PASSAGE, metadata={"source": "atlas"}, id="lighthouse"),
+            Document(page_content="The council debates parking fees and a new bicycle lane near the station.",
+                     id="council")]
+    comp = RLPCDocumentCompressor(compressor=WORDS, rate=0.3, shared_budget=True)
+    out = comp.compress_documents(docs, "When did the lighthouse open?")
+    ids = [d.id for d in out]
+    assert "lighthouse" in ids and ids == [d.id for d in docs if d.id in ids]  # order kept, emptied ones dropped
+    light = out[ids.index("lighthouse")]
+    assert "1913" in light.page_content and light.metadata["source"] == "atlas"
+    assert sum(len(d.page_content.split()) for d in out) <= round(0.3 * sum(len(d.page_content.split()) for d in docs)) + 2
+    keep_empty = RLPCDocumentCompressor(compressor=WORDS, rate=0.3, shared_budget=True, empty="keep")
+    assert [d.id for d in keep_empty.compress_documents(docs, "When did the lighthouse open?")] == [d.id for d in docs]

@@ -273,3 +273,29 @@ def test_llamaindex_rag_example_rejects_bad_input(tmp_path):
     data.write_text("{}\n")
     p = _run_example("--data", str(data), "--rate", "0")
     assert p.returncode == 2 and "rate=0.0 is outside" in p.stderr
+
+
+def test_one_budget_for_all_nodes_of_a_query(word_compressor):
+    pp = RLPCNodePostprocessor(rate=0.3, compressor=word_compressor, shared_budget=True)
+    nodes = nodes_with_scores()
+    total = sum(len(n.node.text.split()) for n in nodes)
+    out = pp.postprocess_nodes(nodes, query_bundle=QueryBundle("What does the lighthouse keeper paint every April?"))
+    kept = {n.node.node_id: n for n in out}
+    assert "lighthouse" in kept and "paints the tower white" in kept["lighthouse"].node.text
+    # the budget went where the query needs it: the lighthouse node keeps more than any other
+    sizes = {k: len(n.node.text.split()) for k, n in kept.items()}
+    assert sizes["lighthouse"] == max(sizes.values())
+    assert sum(sizes.values()) <= round(0.3 * total) + 2
+    assert [n.node.node_id for n in out] == [k for k in PASSAGES if k in kept]  # original order
+    for n in out:  # ids, scores, relationships, metadata kept
+        src = next(m for m in nodes if m.node.node_id == n.node.node_id)
+        assert n.score == src.score and n.node.relationships == src.node.relationships
+        assert n.node.metadata["topic"] == src.node.metadata["topic"]
+    # nodes compressed to nothing are dropped by default, kept empty when asked
+    empty_kept = RLPCNodePostprocessor(rate=0.1, compressor=word_compressor, shared_budget=True, empty="keep")
+    all_out = empty_kept.postprocess_nodes(nodes, query_bundle=QueryBundle("What does the lighthouse keeper paint?"))
+    assert [n.node.node_id for n in all_out] == list(PASSAGES) and any(n.node.text == "" for n in all_out)
+    dropped = RLPCNodePostprocessor(rate=0.1, compressor=word_compressor, shared_budget=True)
+    assert len(dropped.postprocess_nodes(nodes, query_bundle=QueryBundle("lighthouse keeper?"))) < len(nodes)
+    with pytest.raises(ValueError):
+        RLPCNodePostprocessor(shared_budget=True, empty="hide")

@@ -272,3 +272,21 @@ def test_json_values_mode_compresses_string_values_and_still_parses():
     assert len(body["description"]) < len(payload["description"]) and values.compressed_tokens < whole.compressed_tokens
     with pytest.raises(ValueError, match="json='partly'"):
         Compressor(selection={"json": "partly"})
+
+
+def test_compress_shared_spends_one_budget_where_the_query_needs_it():
+    docs = ["Acme Cloud was founded in 2011 by Claire Dubois in Lyon. It sells storage to small firms.",
+            "The Lyon office is near the river. Parking is free for visitors on weekdays.",
+            "Our mascot is a blue heron called Pip. It appears on every invoice and on the office door."]
+    c = Compressor(tokenizer="words")
+    results = c.compress_shared(docs, rate=0.4, query="Who founded Acme Cloud?")
+    assert len(results) == 3 and "Claire Dubois" in results[0].text
+    total = sum(len(d.split()) for d in docs)
+    assert sum(r.compressed_tokens for r in results) <= round(0.4 * total) and results[0].budget_met
+    assert results[0].compressed_tokens >= max(r.compressed_tokens for r in results[1:])
+    for doc, r in zip(docs, results):  # each result describes its own document
+        assert r.original_tokens == len(doc.split()) and len(r.kept) == len(doc.split())
+        assert [w for w, k in zip(doc.split(), r.kept) if k] == r.text.split()
+    assert c.compress_shared([], rate=0.5) == []
+    with pytest.raises(TypeError, match="texts must be a list"):
+        c.compress_shared("one text", rate=0.5)
