@@ -146,6 +146,8 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
     for i in range(n):
         if not is_num[i] or norm[i] in ("once", "one") and i + 1 < n and not content(i + 1):
             continue
+        if _YEAR.match(norm[i]) and i > 0 and (norm[i - 1] in MONTHS or _DAY.match(norm[i - 1])):
+            continue  # the year of a date ("April 30, 2025"): the date unit holds it, not a quantity
         lo, hi = i, i + 1
         if i > 0 and norm[i - 1] in _CURRENCY_WORDS:
             lo = i - 1

@@ -1,0 +1,134 @@
+"""Prompt structure and meaning units, rule by rule (the selection that uses them is tested in test_meaning.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlpc_core.spans import strip_tags
+from rlpc_core.structure import KIND_NAMES, analyze, json_spans, task_text
+from rlpc_core.units import find_units
+from rlpc_core.words import split_words
+
+
+def kinds(text: str, query=None) -> dict[str, str]:
+    clean, typed = strip_tags(text)
+    words = split_words(clean)
+    st = analyze(words, query=query, typed=typed)
+    return {w: KIND_NAMES[k] for w, k in zip(words.tokens, st.kind)}
+
+
+def units(text: str) -> list[tuple[str, str]]:
+    words = split_words(text)
+    u = find_units(words.tokens, words.line_breaks)
+    return [(" ".join(words.tokens[a:b]), k) for (a, b), k in zip(u.spans, u.kinds)]
+
+
+# ---------------------------------------------------------------- structure
+
+def test_system_turn_context_and_user_question():
+    k = kinds("System: Answer only from the context. Never promise refunds.\n\nContext:\nPlans cost $9 a month. "
+              "Refunds are handled by billing.\n\nUser: I paid yesterday. Can I get a refund?")
+    assert k["System:"] == "role" and k["Never"] == "instruction" and k["Context:"] == "heading"
+    assert k["Plans"] == "context" and k["billing."] == "context"
+    assert k["User:"] == "role" and k["paid"] == "question" and k["refund?"] == "question"  # the setup goes with it
+
+
+def test_a_separate_query_means_no_question_is_looked_for_in_the_text():
+    k = kinds("Paris is in France. Is Lyon in France too?", query="Where is Paris?")
+    assert k["Lyon"] == "context"
+
+
+def test_options_inline_and_one_per_line_and_their_question():
+    k = kinds("Reply with the letter only.\n\nQuestion: Which is NOT prime?\n(A) 2 (B) 3 (C) 9")
+    assert k["Reply"] == "instruction" and k["NOT"] == "question" and k["(A)"] == "option" and k["9"] == "option"
+    k = kinds("Pick one.\nWhat colour is the sky?\nA) red\nB) blue\nC) green")
+    assert k["A)"] == "option" and k["green"] == "option"
+    assert kinds("Our plan has three parts: (A) design and (C) launch.")["(A)"] == "context"  # not A, B, C in order
+
+
+def test_few_shot_demonstrations_and_the_question_asked():
+    text = ("Answer like the examples.\n\nQ: What is 2 plus 3?\nA: 5\n\nQ: What is 4 plus 4?\nA: 8\n\n"
+            "Q: What is 6 plus 8?\nA:")
+    clean = split_words(text)
+    st = analyze(clean)
+    by_word = list(zip(clean.tokens, st.kind, st.demo))
+    demos = {d for _, k, d in by_word if KIND_NAMES[k] == "demonstration"}
+    assert demos == {0, 1}
+    assert [KIND_NAMES[k] for w, k, _ in by_word if w == "8?"] == ["question"]
+    # FAQ entries are units too, and the customer's question after them is not part of the last one
+    k = kinds("Q: Do you ship abroad?\nA: Yes, to the EU.\nQ: Can I return earrings?\nA: No.\n"
+              "Customer question: I bought earrings on 2 June. Can I send them back?")
+    assert k["bought"] == "question" and k["abroad?"] == "demonstration"
+
+
+def test_passages_and_options_are_not_demonstrations():
+    k = kinds("Passage: The salt works closed in 1890.\n\nQuestion: Why did they close?\nA) floods\nB) prices\n\n"
+              "Reply with the letter only.")
+    assert k["salt"] == "context" and k["A)"] == "option" and k["Why"] == "question"
+
+
+def test_instructions_at_the_edges_and_format_cues_anywhere():
+    k = kinds("You are a careful assistant for Kestrel Bank. Use only the passages below.\n\nPassages:\n"
+              "Cards are blocked after three wrong PINs. Call us to unblock them.\n\n"
+              "Which rule applies? Answer in one word.")
+    assert k["careful"] == "instruction" and k["Use"] == "instruction"  # the opening paragraph addresses the model
+    assert k["Call"] == "context"  # an imperative inside the retrieved context is content
+    assert k["word."] == "instruction"
+    assert kinds("Mark is a copy-editor. He edits 10 pages a day. How many pages in a week?")["Mark"] == "context"
+    assert kinds("For each bug, give the line and a fix.\n\nThe code is below.")["give"] == "instruction"
+
+
+def test_headings_list_markers_code_json_and_boilerplate():
+    text = ("## Returns\n- Items can be returned within 30 days.\n- Opened cosmetics cannot be returned.\n\n"
+            "```python\nprint('hi')\n```\n\nPayload: {\"id\": 7, \"tags\": [\"a\"]}\n\nKind regards,\nMaria Lopez\n"
+            "Head of Support")
+    clean = split_words(text)
+    st = analyze(clean, verbatim_spans=[(text.index("```"), text.index("```", text.index("```") + 3) + 3)])
+    k = {w: KIND_NAMES[x] for w, x in zip(clean.tokens, st.kind)}
+    assert k["##"] == "heading" and k["Returns"] == "heading" and k["-"] == "marker" and k["print('hi')"] == "keep"
+    assert k['{"id":'] == "json" and k['["a"]}'] == "json"
+    prior = dict(zip(clean.tokens, st.prior))
+    assert prior["regards,"] < 0 and prior["Lopez"] < 0 and prior["Items"] == 0
+    assert json_spans('config = {"a": 1} and [1] in prose') == [(9, 17)]
+
+
+def test_typed_markup_overrides_detection():
+    k = kinds("<question>Summarise the thread.</question> Anna wrote on Monday. <demo>Q: x? A: y.</demo> "
+              "<compress>Reply with the letter only.</compress>")
+    assert k["Summarise"] == "question" and k["x?"] == "demonstration" and k["letter"] == "context"
+
+
+def test_task_text_is_the_question_or_the_closing_instruction():
+    words = split_words("Notes from the meeting.\n\nGive me a checklist of what to do, with dates.")
+    assert task_text(words, analyze(words)).startswith("Give me a checklist")
+
+
+# ---------------------------------------------------------------- meaning units
+
+@pytest.mark.parametrize("text, unit", [
+    ("Refunds are not available for Enterprise.", "are not available"),
+    ("You must never share your password.", "must never share"),
+    ("Version 3 is no longer supported.", "is no longer supported."),
+    ("Deleted files cannot be restored.", "cannot be restored."),
+    ("Ce produit n'est pas disponible.", "n'est pas disponible."),
+    ("Passwords need at least 12 characters today.", "at least 12 characters"),
+    ("Send it no later than April 30, 2025 please.", "no later than April 30, 2025"),
+    ("Die Rückgabe ist nicht später als bis zum 30. April möglich.", "nicht später als bis zum 30. April"),
+    ("It sold 48 muffins yesterday.", "48 muffins"),
+    ("A bakery sells muffins for $3 each.", "muffins for $3 each."),
+    ("It sold twice as many cookies as muffins.", "twice as many cookies"),
+    ("The card draws 450 watts at peak.", "450 watts"),
+    ("Founded by Claire Dubois in Lyon.", "Claire Dubois"),
+    ("She joined Holland America Line in 1990.", "Holland America Line"),
+    ("Deposits at the Bank of New Zealand grew.", "Bank of New Zealand"),
+    ("The call is on Monday, 3 March at 10:30 am.", "Monday, 3 March at 10:30 am."),
+    ("Doors open at 14:00 CET sharp.", "14:00 CET"),
+])
+def test_units(text, unit):
+    assert unit in [u for u, _ in units(text)], units(text)
+
+
+def test_no_unit_crosses_a_line_break_or_starts_with_a_sentence_opener():
+    found = [u for u, _ in units("## Handbook: Leave\nAnnual leave is 25 days.\nContact Claire Dubois.")]
+    assert "Leave Annual" not in " | ".join(found) and "Claire Dubois." in found and "Contact Claire Dubois." not in found
+    assert not [u for u, k in units("The Company sells tea.") if k == "name"]
