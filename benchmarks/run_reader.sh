@@ -7,7 +7,10 @@
 #   bash benchmarks/run_reader.sh [squad|nq|squad-multi|gsm8k|gsm8k-fewshot ...]
 # Knobs: READER (default llamacpp:qwen2.5-coder-1.5b-instruct; serve:ALIAS runs it behind a real server;
 # openai:URL#MODEL for your own endpoint), SCORER (LLMLingua's scorer, default qwen2.5-coder-0.5b-instruct),
-# LIMIT_QA / LIMIT_MULTI / LIMIT_MATH (rows), THREADS.
+# LIMIT_QA / LIMIT_MULTI / LIMIT_MATH (rows), THREADS, OUT (results folder), RATES (default 0.33,0.5; add auto for
+# the dynamic rate), BEFORE (an earlier results folder: its compressions are reused where the method and its
+# settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)").
+#   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -15,8 +18,8 @@ PY=.venv/bin/python
 READER=${READER:-llamacpp:qwen2.5-coder-1.5b-instruct}
 SCORER=${SCORER:-qwen2.5-coder-0.5b-instruct}
 THREADS=${THREADS:-2}
-OUT=benchmarks/results/reader
-RATES=0.33,0.5
+OUT=${OUT:-benchmarks/results/reader}
+RATES=${RATES:-0.33,0.5}
 QA_METHODS=graph,extractive,longllmlingua,llmlingua,truncate,random,none
 # GSM8K has no separate question to rank documents by (the question setting compresses the question itself; the
 # few-shot setting compresses the worked examples once, without the question, as LLMLingua does): LongLLMLingua's
@@ -24,9 +27,15 @@ QA_METHODS=graph,extractive,longllmlingua,llmlingua,truncate,random,none
 MATH_METHODS=graph,extractive,llmlingua,truncate,random,none
 ${PY} -m rlpc_core.cli models pull qwen2.5-coder-1.5b-instruct --format gguf --quiet
 run() {  # dataset, split, limit, methods
+  resume=${RESUME:+--resume}
+  if [ -n "${BEFORE:-}" ] && [ -f "$BEFORE/$1/compressions.jsonl" ]; then
+    mkdir -p "$OUT/$1"
+    [ -f "$OUT/$1/compressions.jsonl" ] || cp "$BEFORE/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
+    resume=--resume  # keys hold each method's settings and rlpc's version: only unchanged compressions are reused
+  fi
   $PY -m training.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
     --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \
-    --threads "$THREADS" --seed 0 --quiet ${RESUME:+--resume} --out "$OUT/$1"
+    --threads "$THREADS" --seed 0 --quiet $resume --out "$OUT/$1"
 }
 datasets=("$@")
 [ ${#datasets[@]} -gt 0 ] || datasets=(squad nq squad-multi gsm8k gsm8k-fewshot)
@@ -40,4 +49,8 @@ for ds in "${datasets[@]}"; do
     *) echo "unknown dataset $ds (use squad, nq, squad-multi, gsm8k, gsm8k-fewshot)" >&2; exit 2 ;;
   esac
 done
-$PY -m training.reader_summary "$OUT" --readme README.md
+if [ -n "${BEFORE:-}" ]; then
+  $PY -m training.reader_summary "$OUT" --before "$BEFORE"
+else
+  $PY -m training.reader_summary "$OUT" --readme README.md
+fi

@@ -13,7 +13,7 @@ from .result import CompressionResult
 from .rewards import build_rewards, completion_text, register_reward, reward_names
 from .spans import KEEP_CLOSE, KEEP_OPEN
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Compressor",

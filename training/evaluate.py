@@ -272,7 +272,16 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
     try:
         for method in methods:
             bar.set_description(f"compress {method.label}")
-            extra = scorer if method.runs_in == "peer-env" else ""
+            # what the outputs depend on besides the method's name: a peer's scorer; an in-process compressor's
+            # whole configuration and rlpc's version (so --resume never reuses what older code compressed)
+            if method.runs_in == "peer-env":
+                extra = scorer
+            elif method.runs_in == "in-process":
+                from rlpc_core import __version__
+
+                extra = json.dumps([__version__, _make_compressor(method, tokenizer).config.to_dict()], sort_keys=True)
+            else:
+                extra = ""
             jobs: dict[str, tuple[float, Example]] = {}
             users: dict[str, list[int]] = {}
             method_rates = [r for r in rates if r != AUTO or method.runs_in == "baseline" or not _is_peer(method)]

@@ -1,12 +1,16 @@
 """One table across datasets: the accuracy a capable reader loses on each method's compressed prompts.
 
     python -m training.reader_summary benchmarks/results/reader [--readme README.md] [--reference graph]
+    python -m training.reader_summary benchmarks/results/reader-after --before benchmarks/results/reader \
+        --before-methods graph,extractive
 
 Reads every ``*/metrics.json`` + ``rows.jsonl`` under the folder (runs of ``python -m training.evaluate --reader``)
 and writes ``summary.json``, ``summary.md`` and ``summary.png`` there: per dataset and rate, accuracy lost against
 the uncompressed prompt (paired per row, 95% bootstrap CI); pooled over the QA datasets; and each method against a
-reference method (default ``graph``) on the same rows. With ``--readme`` the block between
-``<!-- reader:start -->`` and ``<!-- reader:end -->`` in that file is replaced by the Markdown table.
+reference method (default ``graph``) on the same rows. ``--before FOLDER`` adds the named methods of an earlier run
+of the same datasets (same rows, same reader) as ``METHOD (before)``, so a change is read side by side with its
+paired difference. With ``--readme`` the block between ``<!-- reader:start -->`` and ``<!-- reader:end -->`` in that
+file is replaced by the Markdown table.
 """
 
 from __future__ import annotations
@@ -27,6 +31,23 @@ ORDER = ("squad", "nq", "squad-multi", "gsm8k", "gsm8k-fewshot")
 def _rows(folder: Path) -> list[dict[str, Any]]:
     path = folder / "rows.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def add_before(runs: list[dict[str, Any]], before: list[dict[str, Any]], methods: Sequence[str]) -> None:
+    """Put ``methods`` of the earlier runs into the matching runs as ``METHOD (before)`` (rows and aggregates)."""
+    by_name = {r["name"]: r for r in before}
+    for run in runs:
+        old = by_name.get(run["name"])
+        if old is None:
+            continue
+        ids = {r["id"] for r in run["rows"]}
+        for m in methods:
+            label = f"{m} (before)"
+            run["rows"] += [dict(r, method=label) for r in old["rows"] if r["method"] == m and r["id"] in ids]
+            run["metrics"]["aggregates"] += [dict(a, method=label) for a in old["metrics"]["aggregates"]
+                                             if a["method"] == m]
+            if label not in run["metrics"]["config"]["methods"]:
+                run["metrics"]["config"]["methods"].append(label)
 
 
 def load_runs(root: Path) -> list[dict[str, Any]]:
@@ -213,11 +234,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("folder", type=Path, help="folder holding one python -m training.evaluate --reader run per dataset")
     p.add_argument("--reference", default="graph", help="method every other is compared with (default graph)")
     p.add_argument("--readme", type=Path, default=None, help="rewrite this file's reader block")
+    p.add_argument("--before", type=Path, default=None, help="an earlier folder of runs on the same datasets")
+    p.add_argument("--before-methods", default="graph,extractive",
+                   help="methods of --before shown as METHOD (before) (default graph,extractive)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     runs = load_runs(args.folder)
     if not runs:
         p.error(f"no reader runs under {args.folder}: run benchmarks/run_reader.sh (or training.evaluate --reader) first")
+    if args.before is not None:
+        add_before(runs, load_runs(args.before), [m.strip() for m in args.before_methods.split(",") if m.strip()])
     summary = summarize(runs, reference=args.reference, seed=args.seed)
     summary["plot"] = plot(summary, args.folder)
     (args.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
