@@ -351,10 +351,10 @@ def test_a_server_killed_mid_run_gives_a_clear_error_and_keeps_every_answer(tmp_
     from rlpc_core.reader_server import ReaderServer
 
     cache = tmp_path / "c.sqlite"
-    prompts = [f"Write one sentence about the number {i}." for i in range(12)]
+    prompts = [f"Write one sentence about the number {i}." for i in range(8)]
     server = ReaderServer(SMOL, n_ctx=1024, threads=2, log_path=tmp_path / "server.log").start()
     try:
-        ev = Evaluator(server.spec, max_new_tokens=24, cache=cache, concurrency=1, retries=2)
+        ev = Evaluator(server.spec, max_new_tokens=16, cache=cache, concurrency=1, retries=2)
 
         def kill_after_three():
             deadline = time.monotonic() + 120
@@ -375,7 +375,7 @@ def test_a_server_killed_mid_run_gives_a_clear_error_and_keeps_every_answer(tmp_
     done = len(EvalCache(cache))
     assert 3 <= done < len(prompts)
     with ReaderServer(SMOL, n_ctx=1024, threads=2, log_path=tmp_path / "server2.log") as again:  # another port
-        out = Evaluator(again.spec, max_new_tokens=24, cache=cache).replies(prompts)
+        out = Evaluator(again.spec, max_new_tokens=16, cache=cache).replies(prompts)
     assert sum(c for _, c in out) == done  # every answer computed before the kill came from the cache
 
 
