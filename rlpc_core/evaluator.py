@@ -207,6 +207,14 @@ TASKS: Mapping[str, Task] = MappingProxyType({
         extract=extract_math_answer,
         stop=("\nQuestion:",),
     ),
+    # A whole prompt and the reply it should get (a user's own {"prompt", "reference"} rows): the compressed
+    # prompt is the message itself, the reply is scored against the reference.
+    "prompt": Task(
+        name="prompt",
+        template="{text}",
+        needs_question=False,
+        extract=lambda text: text.strip(),
+    ),
     # The question carries its options ("(A) ... (B) ..."): options are never compressed.
     "mc": Task(
         name="mc",
@@ -218,7 +226,7 @@ TASKS: Mapping[str, Task] = MappingProxyType({
 })
 #: The scored answer of each task: a number, a phrase, or an option letter.
 ANSWER_KIND: Mapping[str, str] = MappingProxyType({"math": "number", "math-fewshot": "number", "qa": "phrase",
-                                                   "mc": "letter"})
+                                                   "mc": "letter", "prompt": "phrase"})
 
 
 def get_task(task: str) -> Task:
@@ -321,6 +329,23 @@ def qa_contains(pred: str, golds: Union[str, Sequence[str]]) -> float:
     if not p.strip():
         return 0.0
     return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in p for g in _golds(golds)))
+
+
+def score_answer(task: str, reply: str, answer: Answer, golds: Union[str, Sequence[str]]) -> dict[str, float]:
+    """A reader's reply scored against the gold: ``accuracy`` always (qa: the reply contains a gold answer; math:
+    the final number equals the gold; mc: the letter does), plus EM, F1 and contains for qa.
+
+    >>> score_answer("qa", "It is in Paris, France.", "It is in Paris, France", ["Paris"])["accuracy"]
+    1.0
+    """
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    kind = ANSWER_KIND[get_task(task).name]
+    if kind == "phrase":
+        out = {"em": qa_em(answer or "", golds), "f1": qa_f1(answer or "", golds), "contains": qa_contains(reply, golds)}
+        return {"accuracy": out["contains"], **out}
+    if kind == "letter":
+        return {"accuracy": float(answer is not None and bool(golds) and answer == golds[0])}
+    return {"accuracy": float(bool(golds) and answers_match("math", answer, parse_number(str(golds[0]))))}
 
 
 # ---------------------------------------------------------------- the persistent cache
@@ -554,4 +579,4 @@ class Evaluator:
 __all__ = ["ANSWER_KIND", "CACHE_VERSION", "DEFAULT_EVALUATOR", "DEFAULT_READER", "EVALUATOR_SETTINGS", "EvalAnswer",
            "EvalCache", "Evaluator", "REFERENCE_EVALUATOR", "TASKS", "TRAINING_READER", "Task", "answers_match",
            "build_prompt", "cache_key", "extract_choice", "extract_math_answer", "extract_qa_answer", "get_task",
-           "normalize_answer", "parse_number", "qa_contains", "qa_em", "qa_f1"]
+           "normalize_answer", "parse_number", "qa_contains", "qa_em", "qa_f1", "score_answer"]

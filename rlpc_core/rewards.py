@@ -43,8 +43,8 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .config import check_rate
-from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, Evaluator, answers_match, build_prompt, extract_math_answer,
-                        get_task, qa_f1)
+from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, TRAINING_READER, Evaluator, answers_match,
+                        build_prompt, extract_math_answer, get_task, qa_f1, score_answer)
 from .feedback import DEFAULT_CROSS_ENCODER, FeedbackModel
 from .graph import is_number_word, lemmatize, normalize
 from .models import cache_dir
@@ -413,6 +413,49 @@ def answer_likelihood_reward(*, evaluator: EvaluatorSpec = DEFAULT_EVALUATOR, ta
     return _named(reward, "answer_likelihood", answer_likelihood_reward, evaluator=ev, task=task)
 
 
+@register_reward("reader_accuracy")
+def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: str = "qa",
+                           max_new_tokens: Optional[int] = None) -> RewardFunc:
+    """The reader's own answer on the compressed prompt, scored against the gold: what the benchmarks measure.
+
+    ``evaluator``: a reader spec (default :data:`~rlpc_core.evaluator.TRAINING_READER`, Qwen2.5-Coder-0.5B under
+    llama.cpp; judge with the 1.5B, train with this one, so the policy is measured by a reader it never trained
+    against). Per completion, with the reader's fixed prompt for the row's task (the question asked separately,
+    never compressed): qa ``0.5 * contains + 0.5 * F1`` (the reply holds a gold answer; partial credit for partial
+    overlap); math and mc 1.0 for the right number or letter, else 0.0. Sparse next to ``answer_likelihood`` (a
+    generation per completion; the reader's answers are cached by prompt), so weigh the two together. Needs
+    ``answer`` (and ``question`` for qa and mc); rows without a gold score ``None``; an empty completion 0.0.
+
+    >>> fn = reader_accuracy_reward(evaluator="llamacpp:smollm2-135m-instruct", task="qa")  # doctest: +SKIP
+    """
+    ev = shared_evaluator(evaluator)
+    get_task(task)
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+        texts = _texts(completions)
+        n = len(texts)
+        golds = _column(kwargs, "answer", n, "reader_accuracy")
+        tasks = _tasks(kwargs, task, n)
+        questions = _questions(kwargs, tasks, n, "reader_accuracy")
+        out: list[Optional[float]] = [None if g is None else 0.0 for g in golds]
+        for t in dict.fromkeys(tasks):
+            rows = [i for i in range(n) if tasks[i] == t and golds[i] is not None and texts[i].strip()]
+            if not rows:
+                continue
+            qs = [questions[i] for i in rows] if TASKS[t].needs_question else None
+            answers = ev.answer(t, [texts[i] for i in rows], qs, max_new_tokens=max_new_tokens)
+            for i, a in zip(rows, answers):
+                g = golds[i]
+                golds_i = [g] if isinstance(g, str) else list(g)
+                if t in ("math", "math-fewshot"):
+                    golds_i = [str(extract_math_answer(golds_i[0]) if "####" in golds_i[0] else golds_i[0])]
+                sc = score_answer(t, a.text, a.answer, golds_i)
+                out[i] = 0.5 * sc["contains"] + 0.5 * sc["f1"] if "f1" in sc else sc["accuracy"]
+        return out
+
+    return _named(reward, "reader_accuracy", reader_accuracy_reward, evaluator=ev, task=task)
+
+
 # ---------------------------------------------------------------- answer span (qa, evaluator-free)
 
 def _squash(text: str) -> str:
@@ -696,4 +739,4 @@ def build_rewards(specs: Iterable[Union[str, Mapping[str, Any]]]) -> tuple[list[
 __all__ = ["REWARDS", "RewardFunc", "answer_agreement_reward", "answer_likelihood_reward", "build_rewards",
            "completion_text", "compression_reward", "compression_score", "coverage_score", "fidelity_reward",
            "format_reward", "format_violations", "get_reward", "gold_target", "protected_coverage_reward",
-           "register_reward", "reward_names", "shared_evaluator", "shared_feedback"]
+           "reader_accuracy_reward", "register_reward", "reward_names", "shared_evaluator", "shared_feedback"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-TASKS = ("math", "qa", "summary", "math-fewshot", "mc")
+TASKS = ("math", "qa", "summary", "math-fewshot", "mc", "prompt")
 
 #: Named datasets: file (relative to the data folder) per split, the task, and the format of its rows.
 NAMED: Mapping[str, dict[str, Any]] = {
@@ -209,8 +209,18 @@ def _mc_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
                     question=options_block(str(row["question"]), options), answers=(letter,))]
 
 
+def _prompt_rows(row: Mapping[str, Any], rid: str) -> list[Example]:
+    """``{"prompt", "reference"}``: a whole prompt (compressed whole) and the reply it should get."""
+    reference = str(row["reference"]).strip()
+    if not reference:
+        return []
+    return [Example(id=str(row.get("id", rid)), task="prompt", text=str(row["prompt"]), question=None,
+                    answers=(reference,))]
+
+
 CONVERTERS: Mapping[str, Callable[[Mapping[str, Any], str], list[Example]]] = {
     "gsm8k": _gsm8k_rows, "squad": _squad_rows, "nq": _nq_rows, "qmsum": _qmsum_rows, "mc": _mc_rows,
+    "prompt": _prompt_rows,
 }
 
 
@@ -221,6 +231,8 @@ def detect_format(row: Mapping[str, Any]) -> Optional[str]:
         return "qmsum"
     if {"context", "question", "options", "answer"} <= keys:
         return "mc"
+    if {"prompt", "reference"} <= keys:
+        return "prompt"
     if {"ctxs", "question", "answers"} <= keys:
         return "nq"
     if {"context", "question", "answers"} <= keys:

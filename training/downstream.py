@@ -30,11 +30,12 @@ from training.rates import rate_key, rate_label
 
 NONE = "none"
 #: The reader task of each dataset task (summaries have no gold a reader's answer can be scored against).
-READER_TASKS = {"qa": "qa", "math": "math", "math-fewshot": "math-fewshot", "mc": "mc"}
+READER_TASKS = {"qa": "qa", "math": "math", "math-fewshot": "math-fewshot", "mc": "mc", "prompt": "prompt"}
 #: What "accuracy" is for each task, as stated in reports.
 ACCURACY_MEANS = {"qa": "the reply contains a gold answer (normalised, whole words)",
                   "math": "the final number equals the gold", "math-fewshot": "the final number equals the gold",
-                  "mc": "the option letter equals the gold"}
+                  "mc": "the option letter equals the gold",
+                  "prompt": "the reply contains the reference (normalised, whole words)"}
 COST_FIELDS = ("prompt_tokens", "completion_tokens", "reused_tokens", "prefill_seconds", "generation_seconds", "seconds")
 
 
@@ -49,15 +50,10 @@ def default_reader() -> Optional[str]:
 
 
 def score(task: str, reply: str, answer: Any, golds: Sequence[str]) -> dict[str, float]:
-    """The reader's answer scored against the gold: ``accuracy`` always, EM/F1/contains for qa."""
-    from rlpc_core.evaluator import answers_match, parse_number, qa_contains, qa_em, qa_f1
+    """The reader's answer scored against the gold (:func:`rlpc_core.evaluator.score_answer`)."""
+    from rlpc_core.evaluator import score_answer
 
-    if task == "qa":
-        out = {"em": qa_em(answer or "", golds), "f1": qa_f1(answer or "", golds), "contains": qa_contains(reply, golds)}
-        return {"accuracy": out["contains"], **out}
-    if task == "mc":
-        return {"accuracy": float(answer is not None and answer == golds[0])}
-    return {"accuracy": float(answers_match("math", answer, parse_number(golds[0])))}
+    return score_answer(task, reply, answer, golds)
 
 
 def _question(task: str, e: Any) -> Optional[str]:

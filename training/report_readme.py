@@ -183,6 +183,8 @@ def render_report(metrics: Mapping[str, Any]) -> str:
 
     lines = [f"# Compression benchmark: {ds['name']}", "", _dataset_line(metrics) + ".", "",
              f"Command: `{cfg.get('command', '')}`", ""]
+    if metrics.get("development"):
+        lines += ["**Development run on training rows (to tune heuristics): not a result.**", ""]
     downstream = reader_report(metrics)
     lines += downstream
     if downstream:
