@@ -302,3 +302,10 @@ def test_pickling_keeps_settings_and_drops_loaded_state():
     assert clone.config == c.config and clone._policy is None
     assert clone.compress("one two three four five six seven eight nine ten").text == \
         c.compress("one two three four five six seven eight nine ten").text
+
+
+def test_a_saved_graph_compressor_loads_with_its_settings(tmp_path):
+    Compressor(selection={"words_only": True}, rate=0.4).save_pretrained(tmp_path / "plain")
+    c = Compressor.from_pretrained(tmp_path / "plain")
+    assert c.config.selection.words_only and c.config.rate == 0.4 and c.config.policy == "graph"
+    assert c.compress("Tom has 3 apples and buys 4 more at the market. How many apples now?").text

@@ -13,7 +13,8 @@ from .base import WordScores
 class GraphPolicy:
     name = "graph"
 
-    def __init__(self, config: CompressorConfig) -> None:
+    def __init__(self, config: CompressorConfig, *, checkpoint: Optional[str] = None) -> None:
+        # checkpoint: a saved graph compressor's folder holds settings only (rlpc.json), no weights
         self.config = config.graph
         self._embed = None
         self._lock = threading.Lock()
