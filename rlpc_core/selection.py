@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -154,14 +155,58 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
             hard = hard | final
         return _select_facts(words, costs, scores, numbers, hard, final, units, budget,
                              config.math_question_share), hard
-    keep = verbatim.copy()
+    plan = plan_blocks(words, costs, scores, numbers, verbatim, structure, units, query=query, config=config)
+    if plan is None:
+        return verbatim.copy(), verbatim
+    if budget is None:  # the dynamic rate: relevant blocks whole
+        chosen = plan.value >= config.auto_threshold * plan.value.max()
+        return verbatim | (plan.free & chosen[np.maximum(plan.block, 0)]), verbatim
+    return realize(plan, plan.by_value, budget), verbatim
+
+
+@dataclass
+class Plan:
+    """A prompt cut into blocks (sentences, demonstrations) with their values and forms, computed once: the
+    selection ranks the blocks by value; a trainer samples which blocks to keep (:func:`realize` does the rest)."""
+
+    costs: np.ndarray
+    verbatim: np.ndarray  # words kept whatever the budget
+    free: np.ndarray  # the others (each in a block)
+    block: np.ndarray  # block of each word (-1: verbatim)
+    members_of: list[np.ndarray]  # word indices of each block
+    is_demo: np.ndarray
+    value: np.ndarray  # per block: ranks of its content words + question coverage + rules - boilerplate
+    short: np.ndarray  # words of every block's short form
+    short_cost: np.ndarray
+    deep: np.ndarray  # words of the deep forms (math-like dense blocks; else the full block)
+    deep_cost: np.ndarray
+    deep_ok: np.ndarray
+    critical: np.ndarray  # words a kept block never loses (units, numbers, list markers)
+    crit_cost: np.ndarray
+    ranks: np.ndarray  # the policy's word scores as ranks in [0, 1]
+    units: Units
+    content: np.ndarray  # words that are not filler
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.members_of)
+
+    @property
+    def by_value(self) -> np.ndarray:
+        return np.lexsort((np.arange(self.n_blocks), -self.value))
+
+
+def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
+                structure: Structure, units: Units, *, query: Optional[str], config: SelectionConfig) -> Optional[Plan]:
+    """The blocks of a prompt and what each costs in its forms (``None`` when every word is verbatim)."""
+    n = len(words)
+    costs = np.asarray(costs, dtype=np.int64)
     sent, para = sentence_ids(words, units)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
     lemmas = _lemmas(words)
     norm = [normalize(w) for w in words.tokens]
     in_unit = units.mask(n)
     unit_of = units.unit_of(n)
-    members = [np.arange(lo, hi) for lo, hi in units.spans]
     filler = np.fromiter((x in FILLER or not x for x in norm), dtype=bool, count=n)
     filler &= ~in_unit
     critical = (in_unit | numbers | (structure.kind == MARKER)) & ~verbatim
@@ -176,11 +221,13 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     if rest.any():
         _, sent_block = np.unique(sent[rest], return_inverse=True)
         block[rest] = n_demos + sent_block
-    n_blocks = int(block.max()) + 1 if (block >= 0).any() else 0
-    if n_blocks == 0:
-        return keep, verbatim
+    if not (block >= 0).any():
+        return None
+    # demonstrations numbered by the structure may skip indices (one kept verbatim): renumber densely
+    _, block[free] = np.unique(block[free], return_inverse=True)
+    n_blocks = int(block.max()) + 1
     is_demo = np.zeros(n_blocks, dtype=bool)
-    is_demo[:n_demos] = True
+    is_demo[np.unique(block[demo_words])] = True
 
     # value: the policy's ranking of the block's content words, plus its (and its paragraph's) question coverage
     content = ~filler
@@ -214,20 +261,13 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         value = value + prior_sum / np.maximum(all_counts, 1)
 
     full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
-    mandatory = int(costs[verbatim].sum())
-
-    if budget is None:  # the dynamic rate: relevant blocks whole
-        chosen = value >= config.auto_threshold * value.max()
-        keep |= free & chosen[np.maximum(block, 0)]
-        return keep, verbatim
-
     # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
     order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
     share = np.where(is_demo, 0.0, config.max_word_drop)  # a demonstration is kept whole or not at all
     short, short_cost = _cut(order, block, costs, free & filler & ~critical, full_cost, share, n_blocks)
-    # deep forms, for the number-bearing sentences of a dense prompt (a math problem: nearly every sentence carries a
-    # number the answer needs): they may also lose their weakest content words, down to dense_word_drop, rather
-    # than be dropped; used only for a sentence that does not fit in its short form
+    # deep forms, for the number-bearing sentences of a dense prompt (most sentences carry a number the question
+    # needs): they may also lose their weakest content words, down to dense_word_drop, rather than be dropped;
+    # used only for a sentence that does not fit in its short form
     with_number = np.zeros(n_blocks, dtype=bool)
     with_number[np.unique(block[free & numbers])] = True
     deep_ok = np.zeros(n_blocks, dtype=bool)
@@ -235,49 +275,57 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         deep_ok = with_number & ~is_demo
     deep, deep_cost = _cut(order, block, costs, free & ~critical, full_cost,
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
-
-    room = budget - mandatory
-    chosen = np.zeros(n_blocks, dtype=bool)
-    form = np.zeros(n, dtype=bool)  # the kept words of the chosen blocks' forms
-    by_value = np.lexsort((np.arange(n_blocks), -value))
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
-    members_of = _members(block, n_blocks)
-    for pos, b in enumerate(by_value):
-        in_b = members_of[b]
-        if short_cost[b] <= room:
-            chosen[b] = True
-            form[in_b] = short[in_b]
-            room -= short_cost[b]
-        elif deep_ok[b] and deep_cost[b] <= room:
-            chosen[b] = True
-            form[in_b] = deep[in_b]
-            room -= deep_cost[b]
-        elif pos == 0 and not is_demo[b] and crit_cost[b] <= room:
+    return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
+                deep_cost, deep_ok, critical, crit_cost, ranks, units, content)
+
+
+def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
+    """The keep mask when the blocks are taken in ``order`` (block indices; blocks not listed are dropped).
+
+    Each block in turn, while the budget allows: its short form, else its deep form, else (the first block only,
+    not a demonstration) its units alone; then the budget left puts back the best words the forms cut, whole units
+    at a time; then listed blocks that did not fit before may fit in what is left.
+    """
+    costs, block, free = plan.costs, plan.block, plan.free
+    keep = plan.verbatim.copy()
+    room = budget - int(costs[plan.verbatim].sum())
+    chosen = np.zeros(plan.n_blocks, dtype=bool)
+    for pos, b in enumerate(order):
+        in_b = plan.members_of[b]
+        if plan.short_cost[b] <= room:
+            keep[in_b] = plan.short[in_b]
+            room -= plan.short_cost[b]
+        elif plan.deep_ok[b] and plan.deep_cost[b] <= room:
+            keep[in_b] = plan.deep[in_b]
+            room -= plan.deep_cost[b]
+        elif pos == 0 and not plan.is_demo[b] and plan.crit_cost[b] <= room:
             # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
             # its units (the fine stage below puts its best words back first)
-            chosen[b] = True
-            form[in_b] = critical[in_b]
-            room -= crit_cost[b]
-    short_all, short = short, form
-    keep |= short & free & chosen[np.maximum(block, 0)]
+            keep[in_b] = plan.critical[in_b]
+            room -= plan.crit_cost[b]
+        else:
+            continue
+        chosen[b] = True
 
-    # fine: put back the best words the short forms cut, whole units at a time
+    # fine: put back the best words the forms cut, whole units at a time
+    unit_of = plan.units.unit_of(len(keep))
     back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
-    for i in back[np.lexsort((back, -ranks[back]))]:
+    for i in back[np.lexsort((back, -plan.ranks[back]))]:
         if keep[i]:
             continue
-        group = members[unit_of[i]] if unit_of[i] >= 0 else np.asarray([i])
+        group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
         c = int(costs[group[~keep[group]]].sum())
         if c <= room:
             keep[group] = True
             room -= c
-    # blocks that did not fit before may fit in what is left
-    for b in by_value:
-        if not chosen[b] and short_cost[b] <= room:
+    # listed blocks that did not fit before may fit in what is left
+    for b in order:
+        if not chosen[b] and plan.short_cost[b] <= room:
             chosen[b] = True
-            room -= short_cost[b]
-            keep[members_of[b]] = short_all[members_of[b]]
-    return keep, verbatim
+            room -= plan.short_cost[b]
+            keep[plan.members_of[b]] = plan.short[plan.members_of[b]]
+    return keep
 
 
 def _members(block: np.ndarray, n_blocks: int) -> list[np.ndarray]:
@@ -422,4 +470,5 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
     return keep
 
 
-__all__ = ["FILLER", "filler_mask", "fit_exact", "percentile_ranks", "question_weights", "select", "sentence_ids"]
+__all__ = ["FILLER", "Plan", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize",
+           "select", "sentence_ids"]
