@@ -348,3 +348,84 @@ def test_int8_is_opt_in_and_keeps_the_guarantees(warm):
     assert all(w in it for w in r.text.split())  # an order-preserving subsequence
     encoder = c.policy._load()[0].encoder
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in encoder.modules())
+
+
+# ---------------------------------------------------------------- block actions (extractive.action = blocks)
+
+BLOCK_TEXT = ("The museum opens at 9 am on weekdays. Visitors must not bring food into the galleries. "
+              "Tickets cost $12 for adults and $6 for children under 12. The east wing was closed in 2019 for "
+              "repairs. Guided tours leave every hour from the main hall. Photography without flash is allowed. "
+              "The cafe on the roof serves lunch until 3 pm. What may visitors not bring into the galleries?")
+
+
+def _block_plan(seed: int = 0):
+    from rlpc_core import CompressorConfig
+    from rlpc_core.selection import plan_blocks
+    from rlpc_core.structure import analyze
+    from rlpc_core.units import find_units
+    from rlpc_core.words import split_words
+
+    words = split_words(BLOCK_TEXT)
+    structure = analyze(words, query=None)
+    units = find_units(words.tokens, words.line_breaks)
+    costs = np.ones(len(words), dtype=np.int64)
+    z = np.random.default_rng(seed).normal(size=len(words))
+    numbers = np.array([any(c.isdigit() for c in w) for w in words.tokens])
+    plan = plan_blocks(words, costs, z, numbers, structure.verbatim, structure, units, query=None,
+                       config=CompressorConfig().selection)
+    return words, units, costs, z, plan
+
+
+def test_block_rollouts_keep_whole_units_of_chosen_blocks_within_the_budget():
+    from training.extractive import block_rollout
+
+    words, units, costs, z, plan = _block_plan()
+    assert plan is not None and plan.n_blocks >= 7
+    budget = int(0.5 * len(words))
+    roll = block_rollout(plan, z, budget, 256, np.random.default_rng(3), temperature=1.0)
+    chosen, kept = roll["chosen"], roll["words"]
+    assert chosen.shape == (256, plan.n_blocks) and kept.shape == (256, len(words))
+    assert len({tuple(c) for c in chosen}) > 20  # the samples differ: a group has something to compare
+    assert kept[:, plan.verbatim].all()  # the question stays whatever is sampled
+    cost = (kept * costs).sum(axis=1)
+    assert (cost <= budget).all() and cost.mean() > 0.8 * budget
+    for k in range(256):
+        in_chosen = chosen[k][np.maximum(plan.block, 0)] & plan.free
+        # every kept word is verbatim or in a chosen block (no stray words from dropped sentences)
+        assert not (kept[k] & plan.free & ~in_chosen).any()
+        for lo, hi in units.spans:  # a negation, a price, a time: whole or not at all
+            span = kept[k, lo:hi][plan.free[lo:hi]]
+            assert span.all() or not span.any(), (words.tokens[lo:hi], span)
+
+
+def test_block_log_probs_and_their_gradient_reach_the_blocks_words():
+    from training.extractive import block_segments, segment_mean
+
+    _, _, _, z, plan = _block_plan(1)
+    idx, blk = block_segments(plan)
+    s_np = segment_mean(z, idx, blk, plan.n_blocks)
+    zt = torch.tensor(z, requires_grad=True)
+    s_t = segment_mean(zt, idx, blk, plan.n_blocks)
+    assert np.allclose(s_t.detach().numpy(), s_np)
+    s_t[0].backward()
+    touched = np.flatnonzero(zt.grad.numpy())
+    assert set(touched) <= set(plan.members_of[0].tolist()) and len(touched) > 0
+    # filler words do not carry a block's logit when it has content words
+    assert plan.content[touched].all()
+
+
+def test_grpo_with_block_actions_trains_and_logs_the_rows_it_treated_as_blocks(warm, tmp_path):
+    from rlpc_core import Compressor
+    from training import grpo
+
+    out = tmp_path / "blocks"
+    assert grpo.main(TINY + ["--set", "extractive.action=blocks", "--init", str(warm), "--max-steps", "3",
+                             "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert sum(r.get("block_rows", 0) for r in rows) > 0  # the qa rows were block actions (GSM8K stays words)
+    assert all(r["loss"] is not None and r["kl"] is not None for r in rows)
+    assert json.loads((out / "rlpc.json").read_text())["config"]["policy"] == "extractive"
+    assert json.loads((out / "training_summary.json").read_text())["action"] == "blocks"
+    r = Compressor.from_pretrained(out).compress(BLOCK_TEXT, rate=0.5)
+    assert r.method == "extractive" and "not" in r.text.split()

@@ -226,6 +226,13 @@ def _rate_note(s: dict[str, Any]) -> str:
             "compression ratio of the two windows): the held-out results below are the before/after comparison.\n")
 
 
+def _action(s: dict[str, Any]) -> str:
+    if s.get("action") != "blocks":
+        return ", one action per word"
+    return (", one action per sentence or demonstration (the shared selection makes each sampled choice real, as "
+            "it does at inference; math problems stay word-level)")
+
+
 def _rates(rate: Any) -> str:
     return ",".join(str(r) for r in rate) if isinstance(rate, (list, tuple)) else str(rate)
 
@@ -246,7 +253,7 @@ A LoRA adapter and a keep/drop head over `{s.get('base_model')}` that score ever
 question beside it, the importance graph's features with it) in one forward pass; the compressor keeps the
 best-scoring words within the budget and every protected word, so the output is an order-preserving subsequence
 of the input: nothing is invented. Trained with group-relative policy gradients (`python -m training.grpo`,
-`training/extractive.py`) at rates {rates}. Weights: `extractive.safetensors` (adapter + head only; the base
+`training/extractive.py`) at rates {rates}{_action(s)}. Weights: `extractive.safetensors` (adapter + head only; the base
 is the embedded MiniLM). Load it through the one inference entry point:
 
 ```python

@@ -20,7 +20,7 @@ from training.recipe import Recipe
 #: policy's prompt is derived from it exactly as the Compressor does.
 BUDGET_TOKENIZER = "smollm2-135m-instruct"
 #: Tasks a policy can be trained on: they have gold answers for the evaluator rewards.
-TRAINABLE_TASKS = ("math", "qa")
+TRAINABLE_TASKS = ("math", "qa", "prompt", "mc")
 
 
 class TrainingError(ValueError):

@@ -165,6 +165,51 @@ def data_positions(step: int, per_step: int, n_rows: int, seed: int) -> list[int
     return out
 
 
+def block_segments(plan: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(word indices, their block)``: a block's logit is the mean over these (its content words; all its words
+    when it has none)."""
+    idx = np.flatnonzero(plan.free)
+    blk = plan.block[idx]
+    content = plan.content[idx]
+    has_content = np.zeros(plan.n_blocks, dtype=bool)
+    has_content[blk[content]] = True
+    use = content | ~has_content[blk]
+    return idx[use], blk[use]
+
+
+def segment_mean(z: Any, idx: np.ndarray, blk: np.ndarray, n_blocks: int) -> Any:
+    """Mean of ``z[idx]`` per block (numpy or torch: the gradient of a block flows to its words)."""
+    counts = np.bincount(blk, minlength=n_blocks).astype(np.float64)
+    if isinstance(z, np.ndarray):
+        return np.bincount(blk, weights=z[idx], minlength=n_blocks) / np.maximum(counts, 1)
+    import torch
+
+    sums = torch.zeros(n_blocks, dtype=z.dtype, device=z.device).index_add(
+        0, torch.as_tensor(blk, device=z.device), z[torch.as_tensor(idx, device=z.device)])
+    return sums / torch.as_tensor(np.maximum(counts, 1), dtype=z.dtype, device=z.device)
+
+
+def block_rollout(plan: Any, z: np.ndarray, budget: int, g: int, rng: np.random.Generator,
+                  temperature: float) -> dict[str, Any]:
+    """``g`` samples of which blocks to keep, made real by the shared selection.
+
+    Block keep probabilities are ``sigmoid(s / T + b)`` with ``s`` the block logits and ``b`` solved so that the
+    expected cost of the kept blocks' short forms equals the room the budget leaves after the verbatim words; each
+    sample's chosen blocks, in value order, go through :func:`rlpc_core.selection.realize` (forms, units, the fine
+    stage, the budget), so the rewards score exactly what inference would produce from such a choice.
+    """
+    from rlpc_core.selection import realize
+
+    idx, blk = block_segments(plan)
+    s = segment_mean(z, idx, blk, plan.n_blocks)
+    room = budget - float(plan.costs[plan.verbatim].sum())
+    b = keep_offset(s / temperature, plan.short_cost, np.ones(plan.n_blocks, dtype=bool), room)
+    chosen = rng.random((g, plan.n_blocks)) < sigmoid(s / temperature + b)
+    order = plan.by_value
+    words = np.stack([realize(plan, order[c[order]], budget) for c in chosen])
+    return {"idx": idx, "blk": blk, "chosen": chosen, "offset": b, "words": words, "room": room}
+
+
 # ---------------------------------------------------------------- rows, prepared once
 
 @dataclass
@@ -181,12 +226,21 @@ class Row:
     original_tokens: int
     enc: Any  # EncodedChunks
     query: Optional[str]
+    # the shared selection's view of the prompt (block actions): what stays verbatim, the meaning units, and whether
+    # it is a math problem (word-level either way)
+    structure: Any = None
+    units: Any = None
+    verbatim: Optional[np.ndarray] = None
+    math: bool = False
 
 
 def prepare_rows(examples: Sequence[Any], tokenizer: Any, recipe: Recipe) -> list[Row]:
     from rlpc_core import CompressorConfig
     from rlpc_core.policies.extractive import encode, word_feature_matrix
+    from rlpc_core.selection import _is_math_problem
+    from rlpc_core.structure import analyze, task_text
     from rlpc_core.tokens import get_counter
+    from rlpc_core.units import find_units
     from rlpc_core.words import split_words
 
     config = CompressorConfig()
@@ -195,12 +249,17 @@ def prepare_rows(examples: Sequence[Any], tokenizer: Any, recipe: Recipe) -> lis
     for ex in examples:
         words = split_words(ex.text)
         tokens = words.tokens
-        query = ex.question if ex.task == "qa" else None
-        features, protected, sentence = word_feature_matrix(tokens, config.graph, query)
+        query = ex.question if ex.task in ("qa", "mc") else None
+        structure = analyze(words, query=query)
+        # as the compressor does: without a separate question, the prompt's own question is what scoring is aware of
+        score_query = query or task_text(words, structure) or None
+        features, protected, sentence = word_feature_matrix(tokens, config.graph, score_query)
         costs = counter.word_costs(words)
-        enc = encode(tokenizer, tokens, query, max_length=recipe.extractive.max_length,
+        enc = encode(tokenizer, tokens, score_query, max_length=recipe.extractive.max_length,
                      query_max_tokens=config.extractive.query_max_tokens)
-        rows.append(Row(ex, words, tokens, features, protected, sentence, costs, int(costs.sum()), enc, query))
+        units = find_units(tokens, words.line_breaks)
+        rows.append(Row(ex, words, tokens, features, protected, sentence, costs, int(costs.sum()), enc, query,
+                        structure, units, structure.verbatim, bool(_is_math_problem(words, structure, protected, query))))
     return rows
 
 
@@ -517,10 +576,29 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
         if missing and ref_model is not None:
             for i, z in zip(missing, forward_rows(ref_model, [rows[i] for i in missing], device)):
                 ref_logits[i] = z.cpu().numpy().astype(np.float64)
-    offsets, masks, ref_offsets = [], [], []
+    offsets, masks, ref_offsets, blocks = [], [], [], []
+    sel = _selection_config(recipe)
     for row, z, i in zip(batch, old, idx):
+        budget = max(1, int(round(rate * row.original_tokens)))
+        plan = None
+        if x.action == "blocks" and not row.math:
+            from rlpc_core.selection import plan_blocks
+
+            plan = plan_blocks(row.words, row.costs, z, row.protected, row.verbatim, row.structure, row.units,
+                               query=row.query, config=sel)
+        if plan is not None:
+            roll = block_rollout(plan, z, budget, g.num_generations, rng, g.temperature)
+            roll["n_blocks"] = plan.n_blocks
+            blocks.append(roll)
+            offsets.append(roll["offset"])
+            masks.append(roll["words"])
+            if ref_model is not None:
+                s_ref = segment_mean(ref_logits[i], roll["idx"], roll["blk"], plan.n_blocks)
+                ref_offsets.append(keep_offset(s_ref, plan.short_cost, np.ones(plan.n_blocks, dtype=bool), roll["room"]))
+            continue
+        blocks.append(None)
         free = ~row.protected
-        room = max(1, int(round(rate * row.original_tokens))) - float(row.costs[row.protected].sum())
+        room = budget - float(row.costs[row.protected].sum())
         b = keep_offset(z / g.temperature, row.costs, free, room)
         offsets.append(b)
         masks.append(sample_masks(z, b, row.protected, g.num_generations, rng, g.temperature))
@@ -532,22 +610,39 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
     metrics["reward"] = float(rewards.mean())
     metrics["reward_std"] = float(rewards.std(axis=1, ddof=1).mean())
     metrics["compression_ratio"] = _ratio(batch, masks)
+    if any(bl is not None for bl in blocks):
+        metrics["block_rows"] = sum(bl is not None for bl in blocks)
 
     # -- clipped updates (old log-probs fixed at the rollout policy). The model stays in eval mode: BERT's dropout
     # would make the updated policy a different one from the policy that sampled (and the ratio noise).
     t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
-    logp_old = [mask_log_probs(t(z / g.temperature), offsets[k], t(masks[k])) for k, z in enumerate(old)]
+
+    def action_logp(k: int, z: Any) -> tuple[Any, Any]:
+        """``(per-action log-probs [g, actions], free actions)`` of row ``k``'s samples under logits ``z``."""
+        bl = blocks[k]
+        if bl is None:
+            return (mask_log_probs(z / g.temperature, offsets[k], t(masks[k])), t(~batch[k].protected, torch.bool))
+        s_blocks = segment_mean(z, bl["idx"], bl["blk"], bl["n_blocks"])
+        return (mask_log_probs(s_blocks / g.temperature, offsets[k], t(bl["chosen"])),
+                torch.ones(bl["n_blocks"], dtype=torch.bool, device=device))
+
+    logp_old = [action_logp(k, t(z))[0] for k, z in enumerate(old)]
     losses, clips, kls = [], [], []
     for _ in range(x.update_epochs):
         new = forward_rows(model, batch, device)
         loss = 0.0
         for k, (row, z) in enumerate(zip(batch, new)):
-            free = t(~row.protected, torch.bool)
-            logp = mask_log_probs(z / g.temperature, offsets[k], t(masks[k]))
+            logp, free = action_logp(k, z)
             pg, clip = clipped_surrogate(logp, logp_old[k], t(adv[k]), free, x.clip_epsilon)
             term = pg
             if ref_model is not None and g.beta > 0:
-                kl = bernoulli_kl(z, offsets[k], t(ref_logits[idx[k]]), ref_offsets[k], free)
+                bl = blocks[k]
+                if bl is None:
+                    kl = bernoulli_kl(z, offsets[k], t(ref_logits[idx[k]]), ref_offsets[k], free)
+                else:  # per block, on block logits
+                    kl = bernoulli_kl(segment_mean(z, bl["idx"], bl["blk"], bl["n_blocks"]), offsets[k],
+                                      t(segment_mean(ref_logits[idx[k]], bl["idx"], bl["blk"], bl["n_blocks"])),
+                                      ref_offsets[k], free)
                 term = term + g.beta * kl
                 kls.append(float(kl.detach()))
             loss = loss + term
@@ -565,6 +660,13 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
         metrics["fidelity_weight"] = bank.constraint.weight
         metrics["observed"] = bank.constraint.observed
     return metrics
+
+
+def _selection_config(recipe: Recipe) -> Any:
+    """The selection settings of the compressor this recipe trains (the one it will be used as)."""
+    from rlpc_core import CompressorConfig
+
+    return CompressorConfig().selection
 
 
 def _log_row(step: int, metrics: dict[str, Any], lr: float) -> dict[str, Any]:
@@ -666,7 +768,7 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
         "recipe_name": recipe.name, "policy_kind": "extractive", "base_model": recipe.policy.model,
         "dtype": "float32", "init": str(init) if init else None, "dataset": recipe.data.dataset,
         "split": recipe.data.split, "train_rows": len(rows), "data_seed": recipe.data_seed, "seed": recipe.seed,
-        "target_rate": list(x.rates), "rewards": ", ".join(f"{r.name} ({r.weight:g})" for r in recipe.rewards),
+        "target_rate": list(x.rates), "action": x.action, "rewards": ", ".join(f"{r.name} ({r.weight:g})" for r in recipe.rewards),
         "constraint": (f"on `{recipe.constraint.reward}`: target {recipe.constraint.target}; final lambda "
                        f"{bank.constraint.lam:.3f}" if bank.constraint is not None else "off"),
         "steps": g.steps, "steps_done": g.steps, "steps_this_session": g.steps - start,
@@ -684,5 +786,5 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
     return summary
 
 
-__all__ = ["bernoulli_kl", "clipped_surrogate", "data_positions", "group_advantages", "keep_offset", "lr_at",
-           "mask_log_probs", "sample_masks", "train_grpo", "warmup"]
+__all__ = ["bernoulli_kl", "block_rollout", "block_segments", "clipped_surrogate", "data_positions", "group_advantages",
+           "keep_offset", "lr_at", "mask_log_probs", "sample_masks", "segment_mean", "train_grpo", "warmup"]

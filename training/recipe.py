@@ -31,7 +31,7 @@ import yaml
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 #: Rewards that ask the evaluator LLM; the recipe's ``evaluator`` section is their default ``evaluator`` setting.
-EVALUATOR_REWARDS = ("answer_agreement", "answer_likelihood")
+EVALUATOR_REWARDS = ("answer_agreement", "answer_likelihood", "reader_accuracy")
 #: Rewards that ask the feedback model; the recipe's ``feedback`` section is their default ``model`` setting.
 FEEDBACK_REWARDS = ("fidelity",)
 
@@ -515,6 +515,12 @@ class ExtractiveSection(_Section):
     #: ``reward-best`` (the best of the graph's mask and, for qa rows, the graph's mask with an answer-bearing
     #: sentence forced in, under the answer_span and compression rewards: the best samples of the rewards).
     warmup_labels: str = "reward-best"
+    #: What one action keeps or drops. ``words``: each word (a Bernoulli keep-mask over the words). ``blocks``: each
+    #: sentence or demonstration of the shared coarse-to-fine selection (:func:`rlpc_core.selection.realize` makes
+    #: the choice real: forms, meaning units, the fine stage and the budget), so structure and negation scope are
+    #: never something RL has to rediscover and training sees exactly what inference produces. A block's logit is
+    #: the mean of its content words' logits. Math problems (no sentence may go) stay word-level either way.
+    action: str = "words"
 
     def __post_init__(self) -> None:
         if not self.rates:
@@ -530,6 +536,7 @@ class ExtractiveSection(_Section):
         _positive("extractive.max_grad_norm", self.max_grad_norm, "use e.g. 1.0")
         _between("extractive.prior_sentence_share", self.prior_sentence_share, 0.0, 1.0, "use e.g. 0.7", hi_open=True)
         _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph"))
+        _choice("extractive.action", self.action, ("words", "blocks"))
 
 
 @dataclass(frozen=True)
@@ -550,6 +557,9 @@ class EvaluatorSection(_Section):
     #: ``true`` (the shared sqlite cache in ``$RLPC_CACHE``), ``false``, or a file path. The original prompts'
     #: outputs are computed once, before training, and read from here at every step.
     cache: Any = True
+    #: Settings of the reader's backend (``rlpc_core.backends``): for ``llamacpp:`` readers ``n_ctx``, ``threads``,
+    #: ``prefix_cache``; for ``openai:`` servers ``concurrency``, ``timeout``, ``retries``, ``api_key_env``.
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _at_least("evaluator.batch_size", self.batch_size, 1, "use e.g. 4")
@@ -561,7 +571,7 @@ class EvaluatorSection(_Section):
     def spec(self, device: str) -> dict[str, Any]:
         return {"model": self.model, "device": device if self.device == "auto" else self.device,
                 "batch_size": self.batch_size, "max_new_tokens": self.max_new_tokens, "dtype": self.dtype,
-                "cache": self.cache}
+                "cache": self.cache, **dict(self.options)}
 
 
 @dataclass(frozen=True)
