@@ -429,3 +429,35 @@ def test_grpo_with_block_actions_trains_and_logs_the_rows_it_treated_as_blocks(w
     assert json.loads((out / "training_summary.json").read_text())["action"] == "blocks"
     r = Compressor.from_pretrained(out).compress(BLOCK_TEXT, rate=0.5)
     assert r.method == "extractive" and "not" in r.text.split()
+
+
+def test_the_card_shows_curves_and_means_per_rate_and_the_readers_held_out_figures(tmp_path):
+    from training.card import main as card_main
+    from training.downstream import reader_aggregate
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    summary = {"recipe_name": "r", "policy_kind": "extractive", "base_model": "all-minilm-l6-v2",
+               "target_rate": [0.33, 0.5], "action": "blocks", "steps": 40, "steps_done": 40}
+    (run / "training_summary.json").write_text(json.dumps(summary))
+    (run / "recipe.yaml").write_text("name: r\n")
+    # the 0.33 steps earn less than the 0.5 steps: a mixed mean would hide both levels
+    log = [{"step": s, "rate": 0.33 if s % 2 else 0.5, "rewards": {"reader_accuracy": 0.2 if s % 2 else 0.9},
+            "reward": 0.2 if s % 2 else 0.9, "kl": 0.001, "compression_ratio": 0.3 if s % 2 else 0.5}
+           for s in range(1, 41)]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    rows = [{"reader_accuracy": a, "reader_accuracy_original": 1.0, "reader_em": a, "reader_em_original": 1.0,
+             "reader_f1": a, "reader_f1_original": 1.0, "reader_contains": a, "reader_contains_original": 1.0}
+            for a in [1.0] * 30 + [0.0] * 10]
+    agg = lambda m: {"method": m, "rate": 0.33, "n": 40, "ratio_mean": 0.33,  # noqa: E731
+                     "reader": reader_aggregate(rows, seed=0, throughput=None)}
+    metrics = {"dataset": {"name": "squad", "split": "heldout", "rows": 40},
+               "reader": {"spec": "llamacpp:qwen2.5-coder-1.5b-instruct"}, "aggregates": [agg("runs/x")]}
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    assert card_main([str(run)]) == 0
+    card = (run / "README.md").read_text()
+    assert "rate 0.33: first 10 | rate 0.33: last 10 | rate 0.5: first 10 | rate 0.5: last 10" in card
+    assert "| rewards/reader_accuracy | 0.200 | 0.200 | 0.900 | 0.900 |" in card
+    assert "one action per sentence or demonstration" in card
+    assert "Reader `llamacpp:qwen2.5-coder-1.5b-instruct`" in card and "+25.0 [" in card  # 25 points lost
+    assert (run / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

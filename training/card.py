@@ -58,8 +58,18 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _by_rate(rows: Sequence[dict[str, Any]]) -> list[tuple[Optional[float], list[dict[str, Any]]]]:
+    """The log's rows per target rate (a run that draws a rate per step logs one series per rate: means over
+    mixed rates describe no compressor), or all rows as one series."""
+    rates = sorted({r["rate"] for r in rows if isinstance(r.get("rate"), (int, float))})
+    if len(rates) < 2:
+        return [(rates[0] if rates else None, list(rows))]
+    return [(rate, [r for r in rows if r.get("rate") == rate]) for rate in rates]
+
+
 def plot_reward_curves(rows: Sequence[dict[str, Any]], png: Path, title: str = "") -> Optional[Path]:
-    """Per-reward means, the weighted total, KL and the constraint's lambda against the step (matplotlib Agg)."""
+    """Per-reward means, the weighted total, KL and the constraint's lambda against the step (matplotlib Agg);
+    one row of panels per target rate when the run trains at several."""
     if not rows:
         return None
     import matplotlib
@@ -67,31 +77,38 @@ def plot_reward_curves(rows: Sequence[dict[str, Any]], png: Path, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in rows]
+    groups = _by_rate(rows)
     names = list(dict.fromkeys(n for r in rows for n in (r.get("rewards") or {})))
-    panels = [("per-reward mean", [(n, [(r.get("rewards") or {}).get(n) for r in rows]) for n in names]),
-              ("total reward (weighted)", [("reward", [r.get("reward") for r in rows])])]
-    if any(r.get("compression_ratio") is not None for r in rows):
-        panels.append(("compression ratio", [("ratio", [r.get("compression_ratio") for r in rows])]))
-    panels.append(("KL to the starting policy", [("kl", [r.get("kl") for r in rows])]))
-    if any(r.get("lambda") is not None for r in rows):
-        panels.append(("fidelity constraint", [("lambda", [r.get("lambda") for r in rows]),
-                                               ("observed", [r.get("observed") for r in rows])]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
-    for ax, (label, series) in zip(axes[0], panels):
-        for name, values in series:
-            xs = [s for s, v in zip(steps, values) if v is not None]
-            ys = [v for v in values if v is not None]
-            if not ys:
-                continue
-            line, = ax.plot(xs, ys, alpha=0.35, linewidth=1)
-            smooth = _moving_average(ys, max(1, len(ys) // 15))
-            ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=name)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if len(series) > 1:
-            ax.legend(fontsize=7)
+
+    def panels_of(rs: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[str, list[Any]]]]]:
+        panels = [("per-reward mean", [(n, [(r.get("rewards") or {}).get(n) for r in rs]) for n in names]),
+                  ("total reward (weighted)", [("reward", [r.get("reward") for r in rs])])]
+        if any(r.get("compression_ratio") is not None for r in rows):
+            panels.append(("compression ratio", [("ratio", [r.get("compression_ratio") for r in rs])]))
+        panels.append(("KL to the starting policy", [("kl", [r.get("kl") for r in rs])]))
+        if any(r.get("lambda") is not None for r in rows):
+            panels.append(("fidelity constraint", [("lambda", [r.get("lambda") for r in rs]),
+                                                   ("observed", [r.get("observed") for r in rs])]))
+        return panels
+
+    n_cols = len(panels_of(rows[:1]))
+    fig, axes = plt.subplots(len(groups), n_cols, figsize=(4.6 * n_cols, 3.6 * len(groups)), squeeze=False)
+    for row_axes, (rate, rs) in zip(axes, groups):
+        steps = [r["step"] for r in rs]
+        for ax, (label, series) in zip(row_axes, panels_of(rs)):
+            for name, values in series:
+                xs = [s for s, v in zip(steps, values) if v is not None]
+                ys = [v for v in values if v is not None]
+                if not ys:
+                    continue
+                line, = ax.plot(xs, ys, alpha=0.35, linewidth=1)
+                smooth = _moving_average(ys, max(1, len(ys) // 15))
+                ax.plot(xs, smooth, color=line.get_color(), linewidth=2, label=name)
+            ax.set_title(label if len(groups) == 1 else f"{label} (rate {rate:g})", fontsize=10)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if len(series) > 1:
+                ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -156,6 +173,13 @@ def eval_markdown(metrics_path: Path) -> str:
                      f"{_fmt(a.get('likelihood_delta'))} | "
                      f"{_fmt(a.get('fidelity'))} | {agreement} | {acc} | {a.get('fallbacks', '–')} | "
                      f"{_fmt(latency, 0)} |")
+    from training.downstream import reader_table
+
+    reader = reader_table(metrics)
+    if reader:
+        spec = (metrics.get("reader") or {}).get("spec")
+        lines += ["", f"Reader `{spec}` (a reader training never asked, where it differs from the training reader): its accuracy on the compressed prompt and the accuracy it loses against the "
+                  "uncompressed prompt (paired bootstrap 95% CIs):", "", *reader]
     return "\n".join(lines)
 
 
@@ -163,13 +187,18 @@ def eval_markdown(metrics_path: Path) -> str:
 
 def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
                eval_path: Union[Path, Sequence[Path], None]) -> str:
-    rows = read_log(Path(run_dir) / LOG)
-    first, final = first_means(rows), final_means(rows)
-    reward_keys = [k for k in final if k.startswith("rewards/")] + [k for k in ("reward", "compression_ratio", "kl",
-                                                                                 "lambda", "observed") if k in final]
-    table = ["| quantity | first 10 logged steps | last 10 logged steps |", "|---|---:|---:|"]
-    for key in reward_keys:
-        table.append(f"| {key} | {_fmt(first.get(key))} | {_fmt(final.get(key))} |")
+    groups = _by_rate(read_log(Path(run_dir) / LOG))
+    means = [(rate, first_means(rs), final_means(rs)) for rate, rs in groups]
+    keys = dict.fromkeys(k for _, _, final in means for k in final)
+    reward_keys = [k for k in keys if k.startswith("rewards/")] + [k for k in ("reward", "compression_ratio", "kl",
+                                                                                "lambda", "observed") if k in keys]
+    if len(groups) == 1:
+        head = ["| quantity | first 10 logged steps | last 10 logged steps |", "|---|---:|---:|"]
+    else:
+        head = ["| quantity | " + " | ".join(f"rate {rate:g}: first 10 | rate {rate:g}: last 10" for rate, _ in groups)
+                + " |", "|---|" + "---:|" * (2 * len(groups))]
+    table = head + [f"| {key} | " + " | ".join(f"{_fmt(first.get(key))} | {_fmt(final.get(key))}"
+                                                for _, first, final in means) + " |" for key in reward_keys]
     eval_paths = [eval_path] if isinstance(eval_path, (str, Path)) else list(eval_path or [])
     if eval_paths:
         held_out = "\n\n".join(eval_markdown(p) for p in eval_paths)
@@ -222,8 +251,9 @@ Reward means (training questions; `rewards/*` are the raw per-reward means trl l
 def _rate_note(s: dict[str, Any]) -> str:
     if not isinstance(s.get("target_rate"), (list, tuple)):
         return ""
-    return ("\nEach step draws one of the rates for all its prompts, so these means mix rates (compare the "
-            "compression ratio of the two windows): the held-out results below are the before/after comparison.\n")
+    return ("\nEach step draws one of the rates for all its prompts; the means and curves are per rate (the first "
+            "and last 10 logged steps *at that rate*). They are on training questions: the held-out results below "
+            "are the before/after comparison.\n")
 
 
 def _action(s: dict[str, Any]) -> str:
