@@ -9,7 +9,9 @@
 # openai:URL#MODEL for your own endpoint), SCORER (LLMLingua's scorer, default qwen2.5-coder-0.5b-instruct),
 # LIMIT_QA / LIMIT_MULTI / LIMIT_MATH (rows), THREADS, OUT (results folder), RATES (default 0.33,0.5; add auto for
 # the dynamic rate), BEFORE (an earlier results folder: its compressions are reused where the method and its
-# settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)").
+# settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)"), EXTRA
+# (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
+# folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)").
 #   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +27,14 @@ QA_METHODS=graph,extractive,longllmlingua,llmlingua,truncate,random,none
 # few-shot setting compresses the worked examples once, without the question, as LLMLingua does): LongLLMLingua's
 # question-aware ranking does not apply, LLMLingua-1 is the peer there as in LLMLingua's own GSM8K experiments.
 MATH_METHODS=graph,extractive,llmlingua,truncate,random,none
+if [ -n "${EXTRA:-}" ]; then QA_METHODS="$EXTRA,$QA_METHODS"; MATH_METHODS="$EXTRA,$MATH_METHODS"; fi
 ${PY} -m rlpc_core.cli models pull qwen2.5-coder-1.5b-instruct --format gguf --quiet
 run() {  # dataset, split, limit, methods
   resume=${RESUME:+--resume}
-  if [ -n "${BEFORE:-}" ] && [ -f "$BEFORE/$1/compressions.jsonl" ]; then
+  src=${REUSE:-${BEFORE:-}}
+  if [ -n "$src" ] && [ -f "$src/$1/compressions.jsonl" ]; then
     mkdir -p "$OUT/$1"
-    [ -f "$OUT/$1/compressions.jsonl" ] || cp "$BEFORE/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
+    [ -f "$OUT/$1/compressions.jsonl" ] || cp "$src/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
     resume=--resume  # keys hold each method's settings and rlpc's version: only unchanged compressions are reused
   fi
   $PY -m training.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \

@@ -415,7 +415,8 @@ def answer_likelihood_reward(*, evaluator: EvaluatorSpec = DEFAULT_EVALUATOR, ta
 
 @register_reward("reader_accuracy")
 def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: str = "qa",
-                           max_new_tokens: Optional[int] = None) -> RewardFunc:
+                           max_new_tokens: Optional[int] = None,
+                           tasks: Optional[Sequence[str]] = None) -> RewardFunc:
     """The reader's own answer on the compressed prompt, scored against the gold: what the benchmarks measure.
 
     ``evaluator``: a reader spec (default :data:`~rlpc_core.evaluator.TRAINING_READER`, Qwen2.5-Coder-0.5B under
@@ -425,21 +426,27 @@ def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: 
     overlap); math and mc 1.0 for the right number or letter, else 0.0. Sparse next to ``answer_likelihood`` (a
     generation per completion; the reader's answers are cached by prompt), so weigh the two together. Needs
     ``answer`` (and ``question`` for qa and mc); rows without a gold score ``None``; an empty completion 0.0.
+    ``tasks``: the row tasks to score (others score ``None``: no signal, no cost), e.g. ``[qa, mc]`` where a
+    math row's generation would be a whole worked solution per completion and ``answer_likelihood`` covers it.
 
     >>> fn = reader_accuracy_reward(evaluator="llamacpp:smollm2-135m-instruct", task="qa")  # doctest: +SKIP
     """
     ev = shared_evaluator(evaluator)
     get_task(task)
+    scored = None if tasks is None else {get_task(t).name for t in tasks}
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
         texts = _texts(completions)
         n = len(texts)
         golds = _column(kwargs, "answer", n, "reader_accuracy")
-        tasks = _tasks(kwargs, task, n)
-        questions = _questions(kwargs, tasks, n, "reader_accuracy")
-        out: list[Optional[float]] = [None if g is None else 0.0 for g in golds]
-        for t in dict.fromkeys(tasks):
-            rows = [i for i in range(n) if tasks[i] == t and golds[i] is not None and texts[i].strip()]
+        row_tasks = _tasks(kwargs, task, n)
+        questions = _questions(kwargs, row_tasks, n, "reader_accuracy")
+        out: list[Optional[float]] = [None if g is None or (scored is not None and t not in scored) else 0.0
+                                      for g, t in zip(golds, row_tasks)]
+        for t in dict.fromkeys(row_tasks):
+            if scored is not None and t not in scored:
+                continue
+            rows = [i for i in range(n) if row_tasks[i] == t and golds[i] is not None and texts[i].strip()]
             if not rows:
                 continue
             qs = [questions[i] for i in rows] if TASKS[t].needs_question else None

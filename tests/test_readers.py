@@ -413,3 +413,25 @@ def test_rewards_take_a_reader_spec(tmp_path):
     assert 0.0 <= scores[1] < scores[0] <= 1.0
     with pytest.raises(ValueError, match="not a setting of llamacpp readers"):
         get_reward("answer_likelihood", evaluator={"model": f"llamacpp:{SMOL}", "concurrency": 2}, task="qa")
+
+
+@needs_llama_cpp
+def test_reader_accuracy_scores_the_readers_own_answer_and_skips_tasks_it_is_not_asked(tmp_path):
+    """The sparse reader reward: the reader answers the compressed prompt (the question apart, never compressed);
+    the answer is scored against the gold; rows of tasks outside ``tasks`` score None (no signal, no generation)."""
+    from rlpc_core.rewards import get_reward
+
+    cache = tmp_path / "acc.sqlite"
+    fn = get_reward("reader_accuracy", evaluator={"model": f"llamacpp:{SMOL}", "n_ctx": 1024, "threads": 2,
+                                                  "cache": str(cache)}, task="qa", max_new_tokens=12,
+                    tasks=["qa"])
+    kept = "The Eiffel Tower is in Paris. It was finished in 1889."
+    scores = fn(prompts=["p"] * 4, completions=[kept, "It was finished in 1889.", "", "Ann has 3 cats."],
+                question=["In which city is the Eiffel Tower?"] * 3 + [None], answer=[["Paris"]] * 3 + ["#### 3"],
+                task=["qa", "qa", "qa", "math"])
+    assert scores[0] > scores[1] and scores[0] >= 0.5  # the context that holds the answer is answered from
+    assert scores[2] == 0.0  # an empty completion is a wrong one
+    assert scores[3] is None  # math is not asked: no generation for it
+    from rlpc_core.evaluator import EvalCache
+
+    assert len(EvalCache(cache)) == 2  # two generations: the empty completion and the math row cost nothing

@@ -107,14 +107,15 @@ def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str,
     """
     from tqdm.auto import tqdm
 
-    from rlpc_core.evaluator import build_prompt
+    from rlpc_core.evaluator import TASKS, build_prompt
     from rlpc_core.rewards import gold_target
 
     done: dict[str, int] = {}
     seen = set()
     for fn in funcs:
         ev = getattr(fn, "evaluator", None)
-        if ev is None:
+        # reader_accuracy scores the compressed prompt's answer against the gold alone: no original side
+        if ev is None or fn.__name__ == "reader_accuracy":
             continue
         kind = "answers" if hasattr(fn, "agreement_weight") else "likelihood"
         if (id(ev), kind) in seen:
@@ -127,7 +128,7 @@ def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str,
         chunk = ev.batch_size * 8
         items = []
         for row in rows:
-            q = row.get("question") if row["task"] == "qa" else None
+            q = row.get("question") if TASKS[row["task"]].needs_question else None
             if kind == "likelihood":
                 target = gold_target(row["task"], row["answer"])
                 if target is not None:
