@@ -90,7 +90,11 @@ def test_build_prompt_rules():
         build_prompt("math", "problem", "question?")
     with pytest.raises(ValueError, match="valid tasks are math, qa"):
         build_prompt("summarise", "x")
-    assert set(TASKS) == {"math", "qa", "math-fewshot", "mc"}
+    assert set(TASKS) == {"math", "qa", "math-fewshot", "mc", "prompt"}
+    # a user's {"prompt", "reference"} row: the compressed prompt is the whole message, sent as it is
+    assert build_prompt("prompt", "Translate: hello") == "Translate: hello"
+    with pytest.raises(ValueError, match="no separate question"):
+        build_prompt("prompt", "Translate: hello", "extra question?")
     fewshot = build_prompt("math-fewshot", "Question: 1+1?\nAnswer: 2\n#### 2", "What is 2+2?")
     assert fewshot.index("#### 2") < fewshot.index("What is 2+2?") and fewshot.endswith("Answer:")
     with pytest.raises(ValueError, match="needs the uncompressed question"):
