@@ -11,7 +11,8 @@
 # the dynamic rate), BEFORE (an earlier results folder: its compressions are reused where the method and its
 # settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)"), EXTRA
 # (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
-# folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)").
+# folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)"), QA_METHODS /
+# MATH_METHODS (the method lists, e.g. a shorter one for a quick run).
 #   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +23,11 @@ SCORER=${SCORER:-qwen2.5-coder-0.5b-instruct}
 THREADS=${THREADS:-2}
 OUT=${OUT:-benchmarks/results/reader}
 RATES=${RATES:-0.33,0.5}
-QA_METHODS=graph,extractive,longllmlingua,llmlingua,truncate,random,none
+QA_METHODS=${QA_METHODS:-graph,extractive,longllmlingua,llmlingua,truncate,random,none}
 # GSM8K has no separate question to rank documents by (the question setting compresses the question itself; the
 # few-shot setting compresses the worked examples once, without the question, as LLMLingua does): LongLLMLingua's
 # question-aware ranking does not apply, LLMLingua-1 is the peer there as in LLMLingua's own GSM8K experiments.
-MATH_METHODS=graph,extractive,llmlingua,truncate,random,none
+MATH_METHODS=${MATH_METHODS:-graph,extractive,llmlingua,truncate,random,none}
 if [ -n "${EXTRA:-}" ]; then QA_METHODS="$EXTRA,$QA_METHODS"; MATH_METHODS="$EXTRA,$MATH_METHODS"; fi
 ${PY} -m rlpc_core.cli models pull qwen2.5-coder-1.5b-instruct --format gguf --quiet
 run() {  # dataset, split, limit, methods
