@@ -15,25 +15,27 @@ from typing import Literal, Optional, Sequence, Union
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, model_validator
 
-from rlpc_core import Compressor, check_budget
+from rlpc_core import check_budget
+from rlpc_core.adapters import CompressorArguments
 
 
-class RLPCDocumentCompressor(BaseDocumentCompressor):
-    compressor: Compressor = Field(default_factory=Compressor)
+class RLPCDocumentCompressor(CompressorArguments, BaseDocumentCompressor):
+    """Compress retrieved documents; the compressor is ``compressor=`` or built from ``policy=``,
+    ``tokenizer=``, ``checkpoint=``, ``compressor_kwargs=``; unknown arguments are errors."""
+
     rate: Union[float, Literal["auto"], None] = None
     target_tokens: Optional[int] = None
     #: Compress with the retriever's query, so what answers it is kept.
     query_aware: bool = True
-    protect: list[str] = Field(default_factory=list)
     metadata_prefix: str = "rlpc_"
     #: One budget for all the documents of a query (relevant ones keep more), instead of one per document.
     shared_budget: bool = False
     #: With a shared budget, what happens to a document compressed to nothing: dropped, or kept empty.
     empty: Literal["drop", "keep"] = "drop"
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     @model_validator(mode="after")
     def _check(self) -> "RLPCDocumentCompressor":

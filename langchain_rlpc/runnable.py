@@ -16,15 +16,16 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import ChatPromptValue, PromptValue, StringPromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, model_validator
 
-from rlpc_core import Compressor, check_budget
+from rlpc_core import check_budget
+from rlpc_core.adapters import CompressorArguments
 
 COMPRESSION_EVENT = "rlpc_compression"
 ROLES = ("human", "system", "ai", "tool")
 
 
-class RLPromptCompressor(RunnableSerializable[Any, Any]):
+class RLPromptCompressor(CompressorArguments, RunnableSerializable[Any, Any]):
     """Compress prompts inside a chain; ``RLPromptCompressor()`` uses rlpc's embedded default compressor.
 
     Example::
@@ -32,9 +33,11 @@ class RLPromptCompressor(RunnableSerializable[Any, Any]):
         chain = {"context": retriever | join, "question": RunnablePassthrough()} \\
             | RLPromptCompressor(keys=["context"], query_key="question", rate=0.5) \\
             | prompt | llm
+
+    The compressor is ``compressor=``, or built from ``policy=``, ``tokenizer=``, ``checkpoint=`` and
+    ``compressor_kwargs=`` (see :class:`rlpc_core.adapters.CompressorArguments`); unknown arguments are errors.
     """
 
-    compressor: Compressor = Field(default_factory=Compressor)
     #: Share of tokens to keep, or a token budget per text; neither means the compressor's default rate.
     rate: Union[float, Literal["auto"], None] = None
     target_tokens: Optional[int] = None
@@ -44,10 +47,8 @@ class RLPromptCompressor(RunnableSerializable[Any, Any]):
     query_key: Optional[str] = None
     #: message inputs: roles whose content is compressed (system, AI and tool messages are left alone by default).
     roles: tuple[str, ...] = ("human",)
-    #: Strings kept verbatim wherever they occur.
-    protect: list[str] = Field(default_factory=list)
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     @model_validator(mode="after")
     def _check(self) -> "RLPromptCompressor":
@@ -81,23 +82,47 @@ class RLPromptCompressor(RunnableSerializable[Any, Any]):
 
     # -- the work: gather every text of every input, compress them in one batch, put them back
     def _run_batch(self, inputs: list[Any], config: list[RunnableConfig]) -> list[Any]:
-        plans = [self._plan(x) for x in inputs]
-        texts = [t for plan in plans for t in plan.texts]
-        queries = [plan.query for plan in plans for _ in plan.texts]
-        results = self.compressor.compress_batch(
-            texts, rate=self.rate, target_tokens=self.target_tokens, query=queries, protect=self.protect or None
-        ) if texts else []
-        outputs, pos = [], 0
+        """One output per input, or the exception that input raised: a bad input never fails the good ones
+        (``batch(return_exceptions=True)`` hands the exceptions back; without it the first one is raised)."""
+        plans: list[Any] = []
+        for x in inputs:
+            try:
+                plans.append(self._plan(x))
+            except Exception as exc:  # noqa: BLE001 - handed back as that input's result
+                plans.append(exc)
+        good = [p for p in plans if not isinstance(p, Exception)]
+        try:
+            results = iter(self._compress(good))
+        except Exception:  # noqa: BLE001 - one text failed the batch: compress each input alone to isolate it
+            results = None
+        outputs: list[Any] = []
         for plan, cfg in zip(plans, config):
-            mine = results[pos : pos + len(plan.texts)]
-            pos += len(plan.texts)
-            outputs.append(plan.rebuild([r.text for r in mine]))
+            if isinstance(plan, Exception):
+                outputs.append(plan)
+                continue
+            try:
+                mine = [next(results) for _ in plan.texts] if results is not None else self._compress([plan])
+                outputs.append(plan.rebuild([r.text for r in mine]))
+            except Exception as exc:  # noqa: BLE001
+                outputs.append(exc)
+                continue
             if mine:
                 dispatch_custom_event(COMPRESSION_EVENT, _summary(mine), config=cfg)
         return outputs
 
+    def _compress(self, plans: list["_Plan"]) -> list:
+        texts = [t for plan in plans for t in plan.texts]
+        queries = [plan.query for plan in plans for _ in plan.texts]
+        if not texts:
+            return []
+        return self.compressor.compress_batch(texts, rate=self.rate, target_tokens=self.target_tokens,
+                                              query=queries, protect=self.protect or None)
+
     def _run(self, inputs: list[Any], config: RunnableConfig) -> list[Any]:
-        return self._run_batch(inputs, [config])
+        out = self._run_batch(inputs, [config])
+        if isinstance(out[0], Exception):
+            raise out[0]
+        return out
 
     def _plan(self, value: Any) -> "_Plan":
         if isinstance(value, str):

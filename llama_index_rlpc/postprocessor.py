@@ -11,21 +11,24 @@ metadata under ``rlpc_*`` keys that neither the LLM nor the embedder is shown.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, List, Literal, Optional, Union
 
 from llama_index.core.bridge.pydantic import Field, field_validator, model_validator
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, Node, NodeWithScore, QueryBundle, TextNode
 
-from rlpc_core import CompressionResult, Compressor, check_budget, check_rate, check_target_tokens
+from rlpc_core import CompressionResult, check_budget, check_rate, check_target_tokens
+from rlpc_core.adapters import CompressorArguments
 
 #: The figures added to each compressed node's metadata (under ``metadata_prefix``).
 FIGURES = CompressionResult.FIGURES
 
 
-class RLPCNodePostprocessor(BaseNodePostprocessor):
+class RLPCNodePostprocessor(CompressorArguments, BaseNodePostprocessor):
     """Compress each retrieved node's text with an rlpc ``Compressor``, question-aware when a query is given.
+
+    The compressor is ``compressor=`` or built from ``policy=``, ``tokenizer=``, ``checkpoint=`` and
+    ``compressor_kwargs=``; unknown arguments are errors that list the valid ones.
 
     >>> from llama_index.core import VectorStoreIndex          # doctest: +SKIP
     >>> engine = index.as_query_engine(node_postprocessors=[RLPCNodePostprocessor(rate=0.5)])  # doctest: +SKIP
@@ -36,13 +39,7 @@ class RLPCNodePostprocessor(BaseNodePostprocessor):
                                   "the rate follows); None with no target_tokens: the compressor's default rate.")
     target_tokens: Optional[int] = Field(
         default=None, description="Token budget per node (in the compressor's tokenizer); exclusive with rate.")
-    compressor: Compressor = Field(
-        default_factory=Compressor, exclude=True,
-        description="The rlpc Compressor doing the work (default: the embedded default; loads nothing until used). "
-                    "Not serialized: to_dict()/to_json() omit it and from_dict() builds the default.")
     query_aware: bool = Field(default=True, description="Pass the query to the compressor so question words survive.")
-    protect: List[Union[str, re.Pattern]] = Field(
-        default_factory=list, description="Strings (every occurrence) and compiled regexes (every match) kept verbatim.")
     metadata_prefix: str = Field(default="rlpc_", description="Prefix of the metadata keys holding the figures.")
     shared_budget: bool = Field(
         default=False, description="One budget for all the nodes of a query (rate of all their tokens, or "

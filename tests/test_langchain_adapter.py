@@ -15,6 +15,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 
 from langchain_rlpc import COMPRESSION_EVENT, RLPCDocumentCompressor, RLPromptCompressor  # noqa: E402
 from rlpc_core import Compressor  # noqa: E402
+from adapter_contract import AdapterArgumentsContract  # noqa: E402
 from runnable_contract import PASSAGE, RunnableContract  # noqa: E402
 
 WORDS = Compressor(tokenizer="words")
@@ -26,6 +27,20 @@ class TestRLPromptCompressorContract(RunnableContract):
     @pytest.fixture
     def runnable(self):
         return RLPromptCompressor(compressor=WORDS, rate=0.5, roles=("human",))
+
+
+class TestRLPromptCompressorArguments(AdapterArgumentsContract):
+    adapter = RLPromptCompressor
+
+    def compress(self, obj, text):
+        return obj.invoke(text)
+
+
+class TestDocumentCompressorArguments(AdapterArgumentsContract):
+    adapter = RLPCDocumentCompressor
+
+    def compress(self, obj, text):
+        return obj.compress_documents([Document(page_content=text)], query="When will the parcel arrive?")[0].page_content
 
 
 class TestDefaultCompressorContract(RunnableContract):

@@ -23,6 +23,7 @@ from llama_index.core.schema import (  # noqa: E402
     ImageNode, MetadataMode, NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode,
 )
 
+from adapter_contract import AdapterArgumentsContract  # noqa: E402
 from conftest import DATA, read_jsonl  # noqa: E402
 from llama_index_rlpc import FIGURES, RLPCNodePostprocessor  # noqa: E402
 from rlpc_core import Compressor  # noqa: E402
@@ -72,6 +73,15 @@ def spied(word_compressor, monkeypatch):
 
 
 # ---------------------------------------------------------------- the postprocessor on its own
+
+class TestNodePostprocessorArguments(AdapterArgumentsContract):
+    adapter = RLPCNodePostprocessor
+
+    def compress(self, obj, text):
+        nodes = obj.postprocess_nodes([NodeWithScore(node=TextNode(text=text), score=1.0)],
+                                      query_str="When will the parcel arrive?")
+        return nodes[0].node.get_content()
+
 
 def test_one_output_per_node_in_order_with_ids_metadata_scores_kept(word_compressor):
     pp = RLPCNodePostprocessor(rate=0.5, compressor=word_compressor)
