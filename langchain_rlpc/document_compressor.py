@@ -35,7 +35,7 @@ class RLPCDocumentCompressor(CompressorArguments, BaseDocumentCompressor):
     #: With a shared budget, what happens to a document compressed to nothing: dropped, or kept empty.
     empty: Literal["drop", "keep"] = "drop"
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @model_validator(mode="after")
     def _check(self) -> "RLPCDocumentCompressor":

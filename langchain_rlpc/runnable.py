@@ -48,7 +48,7 @@ class RLPromptCompressor(CompressorArguments, RunnableSerializable[Any, Any]):
     #: message inputs: roles whose content is compressed (system, AI and tool messages are left alone by default).
     roles: tuple[str, ...] = ("human",)
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @model_validator(mode="after")
     def _check(self) -> "RLPromptCompressor":

@@ -2,8 +2,8 @@
 
 Every adapter takes either a ready ``compressor=`` or the settings to build one (``policy=``, ``tokenizer=``,
 ``checkpoint=``, ``compressor_kwargs=`` for any other :class:`~rlpc_core.CompressorConfig` setting), plus
-``protect=`` (strings and compiled regexes). Unknown arguments are errors that list the valid ones (pydantic's
-``extra="forbid"``), so a typo such as ``rat=0.5`` never passes silently.
+``protect=`` (strings and compiled regexes). Unknown arguments are errors that list the valid ones, so a typo such
+as ``rat=0.5`` never passes silently.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .compressor import Compressor
 from .spans import check_protect
 
-#: The adapter arguments that choose the compressor (exclusive with a ready ``compressor=``).
-BUILD_ARGUMENTS = ("policy", "tokenizer", "checkpoint", "compressor_kwargs")
-
 
 def build_compressor(compressor: Optional[Compressor] = None, *, policy: Optional[str] = None,
                      tokenizer: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -28,21 +25,21 @@ def build_compressor(compressor: Optional[Compressor] = None, *, policy: Optiona
     ``checkpoint`` is a folder written by ``save_pretrained`` or a training run (``Compressor.from_pretrained``);
     ``policy``/``tokenizer``/``compressor_kwargs`` override its settings, or the defaults without one.
     """
-    settings = dict(compressor_kwargs or {})
-    for name, value in (("policy", policy), ("tokenizer", tokenizer)):
-        if value is not None:
-            if name in settings:
-                raise ValueError(f"{name}={value!r} is given twice (also in compressor_kwargs); pass it once")
-            settings[name] = value
+    build = {"policy": policy, "tokenizer": tokenizer, "checkpoint": checkpoint, "compressor_kwargs": compressor_kwargs}
     if compressor is not None:
-        given = [name for name, value in (("policy", policy), ("tokenizer", tokenizer), ("checkpoint", checkpoint),
-                                          ("compressor_kwargs", compressor_kwargs)) if value]
+        given = [name for name, value in build.items() if value]
         if given:
             raise ValueError(f"compressor= is given together with {', '.join(given)}: these build a compressor, so "
                              "they would be ignored; set them on the Compressor you pass, or drop compressor=")
         if not isinstance(compressor, Compressor):
             raise TypeError(f"compressor= must be an rlpc_core.Compressor, got {type(compressor).__name__}")
         return compressor
+    settings = dict(compressor_kwargs or {})
+    for name in ("policy", "tokenizer"):
+        if build[name] is not None:
+            if name in settings:
+                raise ValueError(f"{name}={build[name]!r} is given twice (also in compressor_kwargs); pass it once")
+            settings[name] = build[name]
     if checkpoint is not None:
         return Compressor.from_pretrained(checkpoint, **settings)
     return Compressor(**settings)
@@ -99,4 +96,4 @@ class CompressorArguments(BaseModel):
         return cls(checkpoint=str(checkpoint), **kwargs)
 
 
-__all__ = ["BUILD_ARGUMENTS", "CompressorArguments", "build_compressor"]
+__all__ = ["CompressorArguments", "build_compressor"]
