@@ -8,12 +8,27 @@ from .compressor import Compressor, select_words
 from .config import CompressorConfig, ExtractiveConfig, GenerativeConfig, GraphConfig, check_budget, check_rate, check_target_tokens
 from .graph import GraphScores, score_words
 from .policies import policy_names, register_policy
-from .policies.generative import clean_rewrite, policy_messages
 from .result import CompressionResult
-from .rewards import build_rewards, completion_text, register_reward, reward_names
 from .spans import KEEP_CLOSE, KEEP_OPEN
 
 __version__ = "0.2.0"
+
+# Training-side names load on first use: the rewards pull in the evaluator and sqlite, which an application that
+# only compresses never needs (PEP 562 module __getattr__).
+_LAZY = {
+    "build_rewards": "rewards", "completion_text": "rewards", "register_reward": "rewards", "reward_names": "rewards",
+    "clean_rewrite": "policies.generative", "policy_messages": "policies.generative",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'rlpc_core' has no attribute {name!r}")
 
 __all__ = [
     "Compressor",

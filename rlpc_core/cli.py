@@ -132,7 +132,8 @@ def _compress(args) -> int:
         print("Compressed prompt:\n" + result.text + "\n")
         print(f"{result.original_tokens} -> {result.compressed_tokens} tokens ({result.tokenizer}), "
               f"ratio {result.ratio:.2f}, saved {result.saved_tokens} tokens; every protected span kept: "
-              f"{result.protected_ok}; policy {result.method}; {result.seconds * 1000:.0f} ms")
+              f"{result.protected_ok}; policy {result.method}; {result.seconds * 1000:.0f} ms "
+              f"(+{result.load_seconds * 1000:.0f} ms one-off load)")
     else:
         print(result.text)
     if not result.budget_met:

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from .config import CompressorConfig, check_budget
 from .policies import ExtractivePolicy, check_policy_name, make_policy
+from . import rewrite_rules
 from .result import CompressionResult
 from .selection import filler_mask, fit_exact, percentile_ranks, select
 from .spans import VERBATIM_TAGS, ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_tags
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "rlpc.json"
 CHECKPOINT_FORMAT = "rlpc-compressor/1"
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def select_words(scores: np.ndarray, protected: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
@@ -114,6 +113,20 @@ class Compressor:
                 self._fallback_policy = make_policy("graph", self.config)
             return self._fallback_policy
 
+    def load(self) -> float:
+        """Load the tokenizer and the policy's model now rather than on the first call; returns the seconds it
+        took (0.0 when already loaded). A policy that cannot load is not an error here: the call that needs it
+        falls back, saying why."""
+        start = time.perf_counter()
+        try:
+            self.counter
+            warm = getattr(self.policy, "load", None)
+            if callable(warm):
+                warm()
+        except Exception:
+            log.debug("loading policy %s failed; the first call will fall back", self.config.policy, exc_info=True)
+        return time.perf_counter() - start
+
     # -- public API
     def compress(
         self,
@@ -135,7 +148,9 @@ class Compressor:
         _check_text(text, "text")
         budget_spec = _check_budget(rate, target_tokens, self.config.rate)
         _check_query(query)
-        return self._compress_one(text, budget_spec, query, check_protect(protect))
+        protected = check_protect(protect)
+        load = self.load()
+        return dataclasses.replace(self._compress_one(text, budget_spec, query, protected), load_seconds=load)
 
     def compress_batch(
         self,
@@ -166,10 +181,13 @@ class Compressor:
         for q in queries:
             _check_query(q)
         protected = check_protect(protect)
+        load = self.load()
         policy = self.policy
         if isinstance(policy, ExtractivePolicy) and hasattr(policy, "score_batch") and len(texts) > 1:
-            return self._extract_batch(policy, texts, budget_spec, queries, protected)
-        return [self._compress_one(t, budget_spec, q, protected) for t, q in zip(texts, queries)]
+            results = self._extract_batch(policy, texts, budget_spec, queries, protected)
+        else:
+            results = [self._compress_one(t, budget_spec, q, protected) for t, q in zip(texts, queries)]
+        return [dataclasses.replace(r, load_seconds=load) for r in results]
 
     def compress_shared(
         self,
@@ -198,10 +216,11 @@ class Compressor:
         protected = check_protect(protect)
         if not texts:
             return []
+        load = self.load()
         if not isinstance(self.policy, ExtractivePolicy):
             share = None if budget_spec[0] != "tokens" else budget_spec[1] / max(1, sum(self.counter.count(t) for t in texts))
             spec = budget_spec if share is None else ("rate", min(1.0, max(share, 1e-6)))
-            return [self._compress_one(t, spec, query, protected) for t in texts]
+            return [dataclasses.replace(self._compress_one(t, spec, query, protected), load_seconds=load) for t in texts]
         start = time.perf_counter()
         # documents joined by blank lines: paragraphs of one prompt, whose words never merge across documents
         joined = "\n\n".join(texts)
@@ -224,7 +243,7 @@ class Compressor:
                 budget_met=whole.budget_met, method=whole.method, seconds=0.0, fallback=whole.fallback))
         seconds = time.perf_counter() - start
         total = sum(len(t) for t in texts) or 1
-        return [dataclasses.replace(r, seconds=seconds * len(t) / total) for r, t in zip(out, texts)]
+        return [dataclasses.replace(r, seconds=seconds * len(t) / total, load_seconds=load) for r, t in zip(out, texts)]
 
     # -- checkpoints
     def save_pretrained(self, folder: Union[str, os.PathLike]) -> Path:
@@ -431,19 +450,21 @@ class _Job:
 
 
 def _reject_rewrite(original: str, rewritten: Any, spans, counter: TokenCounter, original_tokens: int) -> Optional[str]:
-    """Why a rewrite cannot be used, or ``None``: rewriting can drop or invent facts, or not compress at all."""
+    """Why a rewrite cannot be used, or ``None``: rewriting can drop or invent facts, or not compress at all.
+    The rules are :mod:`rlpc_core.rewrite_rules`, the ones the format reward trains a policy on."""
     if not isinstance(rewritten, str) or not rewritten.strip():
         return "the rewrite was empty"
-    if counter.count(rewritten) >= original_tokens:
+    broken = rewrite_rules.violations(original, rewritten, count=counter.count)
+    if "not_shorter" in broken:
         return "the rewrite was not shorter than the original"
     if not spans_survive(spans, original, rewritten):
         return "the rewrite lost a protected span"
-    invented = set(_NUMBER.findall(rewritten)) - set(_NUMBER.findall(original))
-    if invented:
-        return f"the rewrite contains numbers not in the original: {sorted(invented)}"
-    missing = set(_NUMBER.findall(original)) - set(_NUMBER.findall(rewritten))
-    if missing:
-        return f"the rewrite dropped numbers: {sorted(missing)}"
+    if "invented_numbers" in broken:
+        return f"the rewrite contains numbers not in the original: {sorted(rewrite_rules.numbers(rewritten) - rewrite_rules.numbers(original))}"
+    if "dropped_numbers" in broken:
+        return f"the rewrite dropped numbers: {sorted(rewrite_rules.numbers(original) - rewrite_rules.numbers(rewritten))}"
+    if "chatter" in broken:
+        return "the rewrite has chatter around it (a preamble such as 'Sure!' or a comment to the reader)"
     return None
 
 

@@ -28,10 +28,13 @@ class CompressionResult:
     budget_met: bool
     #: The policy that produced ``text`` (after any fallback).
     method: str
-    #: Wall-clock seconds spent in compression.
+    #: Wall-clock seconds spent in compression (the work; a model's one-off load is in ``load_seconds``).
     seconds: float
     #: Why the requested policy's output was not used (``None`` when it was).
     fallback: Optional[str] = None
+    #: Seconds the call spent loading the tokenizer and the policy's model first (0.0 once they are loaded).
+    #: One figure per call: every result of a batch repeats it.
+    load_seconds: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -44,7 +47,7 @@ class CompressionResult:
 
     #: The figures adapters put in metadata and traces: everything but the text and the per-word mask.
     FIGURES: ClassVar[tuple[str, ...]] = ("original_tokens", "compressed_tokens", "saved_tokens", "ratio", "target_tokens", "tokenizer",
-               "method", "protected_ok", "budget_met", "fallback", "seconds")
+               "method", "protected_ok", "budget_met", "fallback", "seconds", "load_seconds")
 
     def figures(self) -> dict[str, Any]:
         """The numbers of this result, JSON-ready (no text, no keep mask: too large for metadata or a trace)."""

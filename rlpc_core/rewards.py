@@ -47,6 +47,7 @@ from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, TRAINING_R
                         build_prompt, extract_math_answer, get_task, qa_f1, score_answer)
 from .feedback import DEFAULT_CROSS_ENCODER, FeedbackModel
 from .graph import is_number_word, lemmatize, normalize
+from . import rewrite_rules
 from .models import cache_dir
 from .spans import check_protect, find_protected, merge_spans, strip_markup
 from .tokens import get_counter
@@ -591,17 +592,6 @@ def protected_coverage_reward(*, numbers: bool = True, protect: Sequence[str] = 
 
 # ---------------------------------------------------------------- format (rewriting policies)
 
-# Openings a chat model adds around a rewrite; penalised only where the original does not open the same way.
-_PREAMBLE = re.compile(
-    r"^\s*(?:here(?:'s|’s| is| are)\b|sure\b|certainly\b|of course\b|okay\b|ok\b|absolutely\b|i(?:'ve| have)\b"
-    r"|below is\b|the compressed\b|(?:compressed|shortened|condensed|short)(?: prompt| text| version)?\s*:"
-    r"|prompt\s*:|[\"“”‘’'`])",
-    re.IGNORECASE)
-_CHATTER = re.compile(r"\b(?:let me know|i hope this|as an ai|feel free to|compressed (?:prompt|version|text))\b",
-                      re.IGNORECASE)
-_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")  # the rule Compressor applies to a rewrite, so training and use agree
-
-
 def format_violations(original: str, completion: str) -> list[str]:
     """The format rules a rewrite breaks: ``empty``, ``chatter``, ``not_shorter``, ``invented_numbers``.
 
@@ -609,17 +599,8 @@ def format_violations(original: str, completion: str) -> list[str]:
     ...                   'Here is the compressed prompt: "Janet 16 eggs, eats 4"')
     ['chatter', 'invented_numbers']
     """
-    if not completion.strip():
-        return ["empty"]
-    broken = []
-    if (_PREAMBLE.search(completion) and not _PREAMBLE.search(original)) or \
-            (_CHATTER.search(completion) and not _CHATTER.search(original)):
-        broken.append("chatter")
-    if len(completion.split()) >= len(original.split()):
-        broken.append("not_shorter")
-    if set(_DIGITS.findall(completion)) - set(_DIGITS.findall(original)):
-        broken.append("invented_numbers")
-    return broken
+    broken = rewrite_rules.violations(original, completion)
+    return [rule for rule in broken if rule in rewrite_rules.FORMAT_RULES]
 
 
 @register_reward("format")

@@ -7,6 +7,7 @@ character), so they sum to the text's exact count and cost no more than tokenizi
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -43,22 +44,42 @@ def _costs_from_token_ends(words: Words, token_ends: np.ndarray) -> np.ndarray:
 
 
 class HFTokenCounter:
-    """Any Hugging Face tokenizer: an embedded alias, a hub id or a local folder."""
+    """Any Hugging Face tokenizer: an embedded alias, a hub id or a local folder.
+
+    A folder with a ``tokenizer.json`` (every embedded alias) is read by the Rust ``tokenizers`` library
+    directly: the same fast tokenizer transformers would wrap, without importing torch and transformers, which
+    cost seconds per process for milliseconds of counting. Anything else goes through transformers.
+    """
 
     def __init__(self, spec: str) -> None:
-        from .models import load_tokenizer
+        from .models import load_tokenizer, resolve
 
         self.name = spec
-        self._tok = load_tokenizer(spec)
+        self._fast = None
+        folder = resolve(spec)
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        else:
+            self._tok = load_tokenizer(spec)
 
     def count(self, text: str) -> int:
-        return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"]) if text else 0
+        if not text:
+            return 0
+        if self._fast is not None:
+            return len(self._fast.encode(text, add_special_tokens=False).ids)
+        return len(self._tok(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def word_costs(self, words: Words) -> np.ndarray:
         if len(words) == 0:
             return np.zeros(0, dtype=np.int64)
-        enc = self._tok(words.text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        ends = np.asarray([end for _, end in enc["offset_mapping"]], dtype=np.int64)
+        if self._fast is not None:
+            offsets = self._fast.encode(words.text, add_special_tokens=False).offsets
+        else:
+            offsets = self._tok(words.text, add_special_tokens=False, return_offsets_mapping=True,
+                                verbose=False)["offset_mapping"]
+        ends = np.asarray([end for _, end in offsets], dtype=np.int64)
         return _costs_from_token_ends(words, ends)
 
 

@@ -355,3 +355,29 @@ def test_answer_likelihood_with_smollm2_prefers_keeping_the_answer(tmp_path):
     kept, dropped = call(fn, ["Tom has 5 apples, buys 3 more. How many now?", "Tom buys apples. How many now?"],
                          original=[original] * 2, answer=[gold] * 2)
     assert 0.0 <= dropped < kept <= 1.0
+
+
+# ---------------------------------------------------------------- one rule book for training and inference
+
+@pytest.mark.parametrize("rewrite", [
+    "Janet 16 eggs, eats 3, sells rest $2.",
+    "Of course! Janet 16 eggs, eats 3, sells rest $2.",
+    "Janet 16 eggs, eats 3, sells rest $2. Let me know if you need more.",
+    "Janet 17 eggs, eats 3, sells rest $2.",
+    ORIGINAL + " Extra words here.",
+])
+def test_the_format_reward_and_the_inference_guard_judge_rewrites_alike(rewrite):
+    """A rewrite the reward finds clean is one the compressor uses; one it penalises, the compressor refuses."""
+    from rlpc_core import Compressor
+
+    c = Compressor(tokenizer="words")
+
+    class Fixed:  # a rewriting policy that answers with this exact rewrite
+        name = "fixed"
+
+        def rewrite(self, text, *, target_words, query=None):
+            return rewrite
+
+    c._policy = Fixed()
+    used = c.compress(ORIGINAL, rate=0.9).fallback is None
+    assert used == (format_violations(ORIGINAL, rewrite) == []), (rewrite, format_violations(ORIGINAL, rewrite))

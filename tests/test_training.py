@@ -420,9 +420,14 @@ def test_resume_after_sigkill_loses_nothing_but_the_unsaved_steps(grpo_run, grpo
     from safetensors.torch import load_file
 
     a, b = load_file(out / "adapter_model.safetensors"), load_file(grpo_run / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max().item() == 0.0 for k in a)
     full = [json.loads(line) for line in (grpo_run / "log.jsonl").read_text().splitlines()]
     again = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # The same weights up to float rounding: the uninterrupted run ran in this process, the resumed one in a fresh
+    # interpreter whose thread pool sums in another order (measured: differences of ~1e-10, rewards identical).
+    # A resume that replayed or skipped a step, or lost the optimiser state, moves them by orders of magnitude more.
+    diffs = {k: (a[k] - b[k]).abs().max().item() for k in a}
+    assert a.keys() == b.keys() and max(diffs.values()) < 1e-6, max(diffs.values())
+    assert [r["reward"] for r in again] == pytest.approx([r["reward"] for r in full], abs=1e-6)
     assert [r["lambda"] for r in again] == [r["lambda"] for r in full]  # the constraint's state survived too
 
 

@@ -393,7 +393,7 @@ def load(
         path = root / info["files"][split]
         if not path.is_file():
             hub = info["hub"]
-            hint = f", or load it from the Hugging Face hub with --dataset hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
+            hint = f", or load it from the Hugging Face hub as hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
             raise DataError(f"dataset {spec!r} expects {path}, which does not exist (data folder {root}); pass "
                             f"--data-dir pointing at the folder holding {info['files'][split]}, or a JSONL path"
                             f"{hint}")
@@ -432,8 +432,10 @@ def load(
             found = detect_format(row)
             if found is None:
                 raise DataError(f"cannot tell the format of {spec!r}: its rows have fields {sorted(row)}, none of the "
-                                "known formats (gsm8k, squad, nq, qmsum); pass --text-field (and --question-field, "
-                                "--answer-field, --task) to name them")
+                                "known formats; write rows as {\"context\", \"question\", \"answers\"} (QA), "
+                                "{\"prompt\", \"reference\"} or GSM8K's {\"question\", \"answer\"}, or, in "
+                                "python -m training.evaluate, name the fields with --text-field (and --question-field, "
+                                "--answer-field, --task)")
             convert = CONVERTERS[found]
         examples.extend(convert(row, f"{label}-{i}"))
     return _shuffled(examples, seed, limit, spec)

@@ -44,6 +44,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from rlpc_core import rewrite_rules
 from rlpc_core.backends import ReaderError
 from rlpc_core.rewards import answer_survives
 from training.data import DataError, Example, load
@@ -52,7 +53,6 @@ from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
 from training.rates import AUTO, rate_key, rate_label  # noqa: F401 - re-exported for the report modules
 
 NONE = "none"
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 SCALING_BINS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, None))
 BOOTSTRAP = 1000
 
@@ -61,7 +61,7 @@ BOOTSTRAP = 1000
 
 def number_strings(text: str) -> set[str]:
     """The distinct digit strings of ``text`` ("1,000", "3.5", "16")."""
-    return {m.rstrip(".,") for m in _NUMBER.findall(text)}
+    return {m.rstrip(".,") for m in rewrite_rules.NUMBER.findall(text)}
 
 
 def number_retention(original: str, compressed: str) -> Optional[float]:

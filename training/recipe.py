@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import re
 import typing
@@ -760,6 +761,14 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--policy", choices=("generative", "extractive"), default=None,
                         help="override policy.kind")
+    parser.add_argument("--data", default=None, metavar="SPEC",
+                        help="training rows, overriding data.dataset: your own PATH.jsonl, one JSON object per line as "
+                             "{\"context\", \"question\", \"answers\": [...]} (QA), {\"prompt\", \"reference\"} (any "
+                             "prompt and the answer it should give) or GSM8K's {\"question\", \"answer\": \"...#### 18\"}; "
+                             "hf:ORG/NAME[:CONFIG] from the Hugging Face hub; or a named set (gsm8k, squad, nq, "
+                             "squad-multi; several joined by +)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="folder holding the named sets (default ../shared/data beside the repository)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, adapter, logs, card)")
 
 
@@ -772,6 +781,11 @@ def recipe_from_args(args: argparse.Namespace, stage: str, data: Optional[Mappin
         overrides.append(f"{'grpo.steps' if stage == 'grpo' else 'sft.max_steps'}={args.max_steps}")
     if args.policy is not None:
         overrides.append(f"policy.kind={args.policy}")
+    # JSON strings are YAML scalars: a path or an hf: id with colons arrives as the exact string given
+    if getattr(args, "data", None) is not None:
+        overrides.append(f"data.dataset={json.dumps(str(args.data))}")
+    if getattr(args, "data_dir", None) is not None:
+        overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
     return load_recipe(args.recipe, overrides, data=data)
 
 

@@ -343,6 +343,10 @@ class ExtractivePolicyModel:
         compressor answers with the graph policy, saying why), not a failed construction."""
         return _weights_folder(self.config, self.checkpoint)
 
+    def load(self) -> None:
+        """Load the weights now (``Compressor.load``), rather than on the first ``score``."""
+        self._load()
+
     def _load(self) -> tuple[Any, Any, WeightsInfo]:
         with self._lock:
             if self._loaded is None:

@@ -9,7 +9,6 @@ number, chatter, come out longer) is checked by the compressor, which then falls
 from __future__ import annotations
 
 import json
-import re
 import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,17 +17,11 @@ import numpy as np
 
 from ..config import CompressorConfig, GenerativeConfig
 from ..graph import STOPWORDS, normalize, score_words
+from ..rewrite_rules import strip_chatter
 
 SYSTEM = ("You compress prompts for another language model. Rewrite the user's text as briefly as possible while "
           "keeping every number, name and fact needed to answer its question. Drop filler words. Output only "
           "the compressed text, with no introduction or comment.")
-
-# Chatter a small model puts around its answer; stripped before the compressor judges the rewrite.
-_PREAMBLE = re.compile(
-    r"^\s*(?:(?:sure|okay|ok|certainly|here(?:'s| is| are)|below is)\b[^\n:]*:?\s*\n?|"
-    r"(?:compressed|shortened|rewritten)(?: (?:prompt|text|version))?\s*:\s*)",
-    re.IGNORECASE,
-)
 
 
 def hint_words(text: str, config: GenerativeConfig, graph_config=None, query: Optional[str] = None) -> list[str]:
@@ -62,14 +55,7 @@ def policy_messages(text: str, *, target_words: int, config: GenerativeConfig = 
 
 def clean_rewrite(text: str) -> str:
     """Strip chatter and wrapping a model adds around the rewrite ("Here is the compressed text:", quotes, fences)."""
-    out = text.strip()
-    for _ in range(2):  # "Sure! Here is the compressed prompt:" is two preambles in a row
-        out = _PREAMBLE.sub("", out, count=1).strip()
-    if out.startswith("```") and out.endswith("```"):
-        out = out.strip("`").strip()
-    if len(out) >= 2 and out[0] == out[-1] and out[0] in "\"'":
-        out = out[1:-1].strip()
-    return out.replace("@@", "")  # markers the policy was shown must never reach the downstream LLM
+    return strip_chatter(text).replace("@@", "")  # markers the policy was shown must never reach the downstream LLM
 
 
 class GenerativePolicy:
@@ -81,6 +67,10 @@ class GenerativePolicy:
         self.checkpoint = checkpoint
         self._model = None
         self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the model now (``Compressor.load``), rather than on the first ``rewrite``."""
+        self._load()
 
     def _load(self) -> tuple[Any, Any]:
         with self._lock:

@@ -31,6 +31,10 @@ class GraphPolicy:
                 self._embed = lambda texts: model.encode(texts, convert_to_numpy=True, show_progress_bar=False)
         return self._embed
 
+    def load(self) -> None:
+        """Load MiniLM now when similarity links are on (``Compressor.load``); nothing to load otherwise."""
+        self._embedder()
+
     def score(self, words: Sequence[str], *, query: Optional[str] = None) -> WordScores:
         scored = score_words(words, self.config, query=query, embed=self._embedder())
         return WordScores(scored.scores, scored.protected)
