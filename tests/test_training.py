@@ -484,3 +484,32 @@ def test_accelerate_launch_runs_two_processes(tiny, sft_run, tmp_path):
     assert summary["processes"] == 2 and summary["prompts_per_step"] == 2 and summary["steps_done"] == 2
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert (out / "rlpc.json").is_file()
+
+
+def test_data_flag_sets_the_training_rows_and_a_users_file_loads_without_shared_data():
+    import argparse
+
+    from training.common import training_examples
+    from training.recipe import add_recipe_arguments, recipe_from_args
+
+    p = argparse.ArgumentParser()
+    add_recipe_arguments(p)
+    path = ROOT / "examples" / "data" / "support_qa.jsonl"
+    args = p.parse_args(["--recipe", "minilm-extractive", "--data", str(path), "--out", "x"])
+    recipe = recipe_from_args(args, "grpo")
+    assert recipe.data.dataset == str(path)
+    rows = training_examples(recipe)
+    assert len(rows) == 16 and {r.task for r in rows} == {"qa"} and all(r.question and r.answers for r in rows)
+    hub = p.parse_args(["--recipe", "minilm-extractive", "--data", "hf:openai/gsm8k:main", "--out", "x"])
+    assert recipe_from_args(hub, "grpo").data.dataset == "hf:openai/gsm8k:main"  # colons survive as given
+
+
+def test_the_card_says_when_evaluated_rows_are_the_training_rows():
+    from training.card import held_out_note
+
+    mine = {"dataset": "examples/data/support_qa.jsonl", "split": "train"}
+    assert "not a held-out figure" in held_out_note({"name": "examples/data/support_qa.jsonl", "split": "test"}, mine)
+    assert "did not train on" in held_out_note({"name": "gsm8k", "split": "test"}, mine)
+    mixed = {"dataset": "gsm8k+squad", "split": "train"}
+    assert "never used in training" in held_out_note({"name": "squad", "split": "heldout"}, mixed)
+    assert "not a held-out figure" in held_out_note({"name": "squad", "split": "train"}, mixed)

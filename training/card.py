@@ -14,7 +14,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 CURVES = "reward_curves.png"
 LOG = "log.jsonl"
@@ -152,12 +152,34 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def eval_markdown(metrics_path: Path) -> str:
+def _same_data(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_file() and pb.is_file() and pa.resolve() == pb.resolve()
+
+
+def held_out_note(dataset: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
+    """What the evaluated rows are to this run: held out, or its own training rows (then said plainly)."""
+    name, split = str(dataset.get("name", dataset.get("spec", "?"))), dataset.get("split")
+    trained = [p.strip() for p in str(summary.get("dataset", "")).split("+") if p.strip()]
+    if not any(_same_data(name, t) for t in trained):
+        return "rows from data this run did not train on"
+    from training.data import NAMED
+
+    # a named set's held-out split is disjoint from its train split; a file has no splits, so it is the same rows
+    if name in NAMED and split is not None and split != summary.get("split", "train"):
+        return "rows never used in training (a held-out split of a training set)"
+    return ("**the run's own training rows: this is not a held-out figure**; evaluate on rows it never saw "
+            "for one")
+
+
+def eval_markdown(metrics_path: Path, summary: Optional[Mapping[str, Any]] = None) -> str:
     metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
     dataset = metrics.get("dataset", {})
     lines = [f"Measured by `python -m training.evaluate` ({metrics_path}); dataset "
              f"`{dataset.get('name', dataset.get('spec', '?'))}`, split `{dataset.get('split', '?')}`, "
-             f"{dataset.get('rows', dataset.get('n', '?'))} rows never used in training.", "",
+             f"{dataset.get('rows', dataset.get('n', '?'))} {held_out_note(dataset, summary or {})}.", "",
              "| method | rate | rows | ratio | all numbers kept | answer survival | likelihood Δ | fidelity | "
              "agreement (sample) | accuracy orig → comp (sample) | fallbacks | ms / 1k tokens (p50) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -201,12 +223,18 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
                                                 for _, first, final in means) + " |" for key in reward_keys]
     eval_paths = [eval_path] if isinstance(eval_path, (str, Path)) else list(eval_path or [])
     if eval_paths:
-        held_out = "\n\n".join(eval_markdown(p) for p in eval_paths)
+        held_out = "\n\n".join(eval_markdown(p, summary) for p in eval_paths)
     else:
+        from training.data import NAMED
+
+        named = all(p.strip() in NAMED for p in str(summary.get("dataset", "")).split("+"))
+        where = ("held-out GSM8K test questions" if named else
+                 "rows of your own that this run never trained on (not the training file)")
+        spec = "gsm8k --split test" if named else "YOUR_HELDOUT_ROWS.jsonl"
         held_out = ("**Not measured yet.** Training rewards above are on training questions; they are not a "
-                    "quality claim. Measure on held-out GSM8K test questions, then regenerate this card:\n\n"
+                    f"quality claim. Measure on {where}, then regenerate this card:\n\n"
                     "```bash\n"
-                    f"python -m training.evaluate --dataset gsm8k --split test --methods graph,{run_dir},none "
+                    f"python -m training.evaluate --dataset {spec} --methods graph,{run_dir},none "
                     f"--rate {_rates(summary.get('target_rate', 0.5))} --limit 200 --out {run_dir}/eval\n"
                     f"python -m training.card {run_dir}\n```")
     s = summary
@@ -219,7 +247,7 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
 |---|---|
 | base model | `{s.get('base_model')}` (dtype {s.get('dtype')}) |
 | started from | {init} |
-| data | `{s.get('dataset')}` split `{s.get('split')}`, {s.get('train_rows')} rows (seed {s.get('data_seed')}); held-out splits are refused by the recipe |
+| data | `{s.get('dataset')}` split `{s.get('split')}`, {s.get('train_rows')} rows (seed {s.get('data_seed')}); held-out splits of the named sets are refused |
 | rewards (weights) | {s.get('rewards')} |
 | fidelity constraint | {s.get('constraint')} |
 | steps | {s.get('steps_done')} of {s.get('steps')} ({s.get('prompts_per_step')} prompts x G={s.get('num_generations')} per step) |

@@ -3,8 +3,8 @@
 ``python -m training.evaluate`` writes ``report.md`` with :func:`render_report`. The README's results section is
 regenerated from committed ``metrics.json`` files, never typed by hand:
 
-    python -m training.report_readme benchmarks/results/*/metrics.json            # rewrite README.md
-    python -m training.report_readme benchmarks/results/*/metrics.json --check    # exit 1 if README is stale
+    python -m training.report_readme benchmarks/results/*/metrics.json            # rewrite benchmarks/README.md
+    python -m training.report_readme benchmarks/results/*/metrics.json --check    # exit 1 if it is stale
 
 It replaces the text between ``<!-- results:start -->`` and ``<!-- results:end -->`` in the README.
 """
@@ -314,7 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.report_readme",
                                      description="Regenerate the README's results section from metrics.json files.")
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json files written by training.evaluate")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--readme", type=Path, default=Path("benchmarks/README.md"))
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the README is out of date")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.metrics if not p.is_file()]
