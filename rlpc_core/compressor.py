@@ -459,10 +459,11 @@ def _reject_rewrite(original: str, rewritten: Any, spans, counter: TokenCounter,
         return "the rewrite was not shorter than the original"
     if not spans_survive(spans, original, rewritten):
         return "the rewrite lost a protected span"
+    given, written = rewrite_rules.numbers(original), rewrite_rules.numbers(rewritten)
     if "invented_numbers" in broken:
-        return f"the rewrite contains numbers not in the original: {sorted(rewrite_rules.numbers(rewritten) - rewrite_rules.numbers(original))}"
+        return f"the rewrite contains numbers not in the original: {sorted(written - given)}"
     if "dropped_numbers" in broken:
-        return f"the rewrite dropped numbers: {sorted(rewrite_rules.numbers(original) - rewrite_rules.numbers(rewritten))}"
+        return f"the rewrite dropped numbers: {sorted(given - written)}"
     if "chatter" in broken:
         return "the rewrite has chatter around it (a preamble such as 'Sure!' or a comment to the reader)"
     return None

@@ -13,17 +13,18 @@ from typing import Callable, Optional
 #: A number as written in prompts: digits with thousands or decimal separators ("2,400", "3.5", "98.7").
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
+# The pieces both preamble patterns share, so that detecting and stripping agree on what an opening is.
+_OPENER = r"(?:sure|okay|ok|certainly|of course|absolutely|here(?:'s|’s| is| are)|below is)\b"
+_LABEL = r"(?: prompt| text| version)?\s*:"  # after compressed / shortened / ...: "Compressed prompt:"
+_LABEL_WORDS = "compressed|shortened|condensed|rewritten"
+
 #: Openings a chat model puts before the rewrite ("Sure!", "Of course.", "Here is the compressed prompt:", a quote).
 PREAMBLE = re.compile(
-    r"^\s*(?:here(?:'s|’s| is| are)\b|sure\b|certainly\b|of course\b|okay\b|ok\b|absolutely\b|i(?:'ve| have)\b"
-    r"|below is\b|the compressed\b|(?:compressed|shortened|condensed|rewritten|short)(?: prompt| text| version)?\s*:"
-    r"|prompt\s*:|[\"“”‘’'`])",
+    rf"^\s*(?:{_OPENER}|i(?:'ve| have)\b|the compressed\b|(?:{_LABEL_WORDS}|short){_LABEL}|prompt\s*:|[\"“”‘’'`])",
     re.IGNORECASE)
-# One preamble with the rest of its clause ("Sure! Here is the compressed prompt:"), for stripping.
-_PREAMBLE_CLAUSE = re.compile(
-    r"^\s*(?:(?:sure|okay|ok|certainly|of course|absolutely|here(?:'s|’s| is| are)|below is)\b[^\n:]*?(?::|[.!]\s|\n)\s*"
-    r"|(?:compressed|shortened|condensed|rewritten)(?: (?:prompt|text|version))?\s*:\s*)",
-    re.IGNORECASE)
+# One opening with the rest of its clause ("Sure! Here is the compressed prompt:"), for stripping.
+_PREAMBLE_CLAUSE = re.compile(rf"^\s*(?:{_OPENER}[^\n:]*?(?::|[.!]\s|\n)\s*|(?:{_LABEL_WORDS}){_LABEL}\s*)",
+                              re.IGNORECASE)
 #: Chatter anywhere in the rewrite.
 CHATTER = re.compile(r"\b(?:let me know|i hope this|as an ai|feel free to|compressed (?:prompt|version|text))\b",
                      re.IGNORECASE)

@@ -159,11 +159,15 @@ def _same_data(a: str, b: str) -> bool:
     return pa.is_file() and pb.is_file() and pa.resolve() == pb.resolve()
 
 
+def _trained_on(summary: Mapping[str, Any]) -> list[str]:
+    """The dataset specs a run trained on (the recipe's ``data.dataset``, several joined by ``+``)."""
+    return [p.strip() for p in str(summary.get("dataset", "")).split("+") if p.strip()]
+
+
 def held_out_note(dataset: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     """What the evaluated rows are to this run: held out, or its own training rows (then said plainly)."""
     name, split = str(dataset.get("name", dataset.get("spec", "?"))), dataset.get("split")
-    trained = [p.strip() for p in str(summary.get("dataset", "")).split("+") if p.strip()]
-    if not any(_same_data(name, t) for t in trained):
+    if not any(_same_data(name, t) for t in _trained_on(summary)):
         return "rows from data this run did not train on"
     from training.data import NAMED
 
@@ -227,7 +231,7 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
     else:
         from training.data import NAMED
 
-        named = all(p.strip() in NAMED for p in str(summary.get("dataset", "")).split("+"))
+        named = all(p in NAMED for p in _trained_on(summary))
         where = ("held-out GSM8K test questions" if named else
                  "rows of your own that this run never trained on (not the training file)")
         spec = "gsm8k --split test" if named else "YOUR_HELDOUT_ROWS.jsonl"
