@@ -127,6 +127,19 @@ def question_weights(query: Optional[str], words: Words, structure: Structure, l
     return {l: math.log(1.0 + n_sent / df[l]) for l in q_lemmas if df[l] > 0}
 
 
+def _leads(block: np.ndarray, free: np.ndarray, sent: np.ndarray, para: np.ndarray, is_demo: np.ndarray,
+           n_blocks: int) -> np.ndarray:
+    """1 for the block holding a paragraph's first sentence, else 0 (never a demonstration)."""
+    lead = np.zeros(n_blocks)
+    first_sent = np.full(int(para.max()) + 1 if len(para) else 1, -1, dtype=np.int64)
+    for i in np.flatnonzero(free)[::-1]:
+        first_sent[para[i]] = sent[i]
+    idx = np.flatnonzero(free & (sent == first_sent[para]))
+    lead[np.unique(block[idx])] = 1.0
+    lead[is_demo] = 0.0
+    return lead
+
+
 def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
     out: list[set] = [set() for _ in range(n)]
     for i, lem in enumerate(lemmas):
@@ -256,6 +269,8 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                          np.isin(unit_of, [k for k, kind in enumerate(units.kinds) if "negation" in kind]))
     rule[np.unique(block[rule_words])] = True
     value = value + config.rule_bonus * rule
+    if config.lead_bonus:
+        value = value + config.lead_bonus * _leads(block, free, sent, para, is_demo, n_blocks)
     if structure.prior is not None:  # boilerplate and quoted history count for less
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
         value = value + prior_sum / np.maximum(all_counts, 1)

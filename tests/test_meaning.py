@@ -210,6 +210,25 @@ def test_a_multi_paragraph_context_keeps_the_sentences_that_answer():
     assert sum(p.split()[1] in out for p in paragraphs) <= 7  # whole paragraphs went, not every one got a word
 
 
+def test_the_lead_prior_keeps_the_sentence_a_paragraph_opens_with():
+    # The lead prior (off by default, for document-like contexts): a paragraph's first sentence names what the
+    # paragraph is about (the architect and the depot); its later sentences are detail, and without the prior the
+    # detail wins on word importance alone.
+    text = "\n\n".join([
+        "The Harbour Line was a tram line in the port city of Kessel, opened on January 7, 1943. Its green cars ran "
+        "every ten minutes between the docks and the cathedral square. Repairs after a flood in 1948 closed the line "
+        "for a summer.",
+        "Hanna Reuter was the architect of the Kleinfeld tram depot, finished in 1951. The depot's brick hall held "
+        "twenty cars and a workshop for repairs. A fire in 1960 destroyed the workshop roof, which was rebuilt in steel.",
+        "The city museum of Kessel keeps one green car, number 14, on permanent display. Visitors may sit inside the "
+        "car on the first Sunday of each month. The museum also shows photographs of the docks and the square.",
+    ])
+    with_lead = Compressor(selection={"lead_bonus": 0.5}).compress(text, rate=0.33).text
+    without = Compressor().compress(text, rate=0.33).text
+    assert "Hanna Reuter" in with_lead and "Kleinfeld" in with_lead, with_lead
+    assert "Hanna Reuter" not in without, without  # the counterfactual: the prior is what keeps it
+
+
 def test_few_shot_examples_go_whole_before_any_word_inside_one():
     demos = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}. The answer is {a + b}."
                         for a, b in ((2, 3), (10, 7), (4, 4), (12, 30), (5, 9)))
