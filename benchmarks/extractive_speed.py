@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from rlpc_core import Compressor
-    from training.peers import run_env_peer
+    from benchmarks.peers import run_env_peer
 
     kwargs = {"extractive": {"weights": str(Path(args.weights).resolve())}} if args.weights else {}
     extractive = {q: Compressor(policy="extractive", **{"extractive": {**kwargs.get("extractive", {}), "quantize": q}})

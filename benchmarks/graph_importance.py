@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from rlpc_core import GraphConfig, score_words
-from rlpc_core.graph import is_number_word, normalize
 from rlpc_core.words import split_words
 
 _SENT_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")

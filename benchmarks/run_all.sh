@@ -18,7 +18,7 @@ PEERS=llmlingua,selective-context,random,truncate
 WARMUP=${WARMUP:-runs/minilm-warmup}  # the extractive policy's supervised start, to show what GRPO added
 [ -f "$WARMUP/rlpc.json" ] && start=",$WARMUP" || start=""
 run() {  # dataset, split, rates, gen-limit, methods [, ll-limit]
-  $PY -m training.evaluate --dataset "$1" --split "$2" --methods "$5" --rate "$3" --limit "${LIMIT:-200}" \
+  $PY -m benchmarks.evaluate --dataset "$1" --split "$2" --methods "$5" --rate "$3" --limit "${LIMIT:-200}" \
     --evaluator "${EVALUATOR:-smollm2-135m-instruct}" --feedback all-minilm-l6-v2 --gen-limit "$4" ${6:+--ll-limit "$6"} \
     --threads 1 --seed 0 --quiet --out "benchmarks/results/$1"
   $PY -m training.paired "benchmarks/results/$1" --reference graph  # per-row differences against the graph
@@ -41,4 +41,4 @@ for ds in "${datasets[@]}"; do
     *) echo "unknown dataset $ds" >&2; exit 2 ;;
   esac
 done
-$PY -m training.report_readme benchmarks/results/*/metrics.json
+$PY -m benchmarks.report_readme benchmarks/results/*/metrics.json

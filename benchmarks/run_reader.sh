@@ -38,7 +38,7 @@ run() {  # dataset, split, limit, methods
     [ -f "$OUT/$1/compressions.jsonl" ] || cp "$src/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
     resume=--resume  # keys hold each method's settings and rlpc's version: only unchanged compressions are reused
   fi
-  $PY -m training.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
+  $PY -m benchmarks.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
     --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \
     --threads "$THREADS" --seed 0 --quiet $resume --out "$OUT/$1"
 }
@@ -55,7 +55,7 @@ for ds in "${datasets[@]}"; do
   esac
 done
 if [ -n "${BEFORE:-}" ]; then
-  $PY -m training.reader_summary "$OUT" --before "$BEFORE"
+  $PY -m benchmarks.reader_summary "$OUT" --before "$BEFORE"
 else
-  $PY -m training.reader_summary "$OUT" --readme README.md
+  $PY -m benchmarks.reader_summary "$OUT" --readme README.md
 fi

@@ -88,13 +88,15 @@ def test_a_missing_data_folder_names_the_path_and_the_fix(tmp_path):
     assert str(tmp_path / "absent") in str(err.value)
 
 
-# ---------------------------------------------------------------- in-process peers
+# ---------------------------------------------------------------- baselines and in-process peers
 
 @pytest.fixture(scope="module")
 def peers_registered():
-    from training.peers import register_peers
+    from benchmarks.peers import register
+    from training.baselines import register_baselines
 
-    register_peers(seed=0)
+    register_baselines(seed=0)
+    register()
 
 
 def _short_rows():
@@ -125,7 +127,7 @@ def test_cheap_peers_obey_the_budget_and_keep_a_subsequence(peers_registered, po
 
 def test_selective_context_with_the_real_small_lm(peers_registered):
     from rlpc_core import Compressor
-    from training.peers import SelectiveContextPolicy
+    from benchmarks.peers import SelectiveContextPolicy
 
     rows = _short_rows()[:2]
     c = Compressor(policy="selective-context")
@@ -201,7 +203,7 @@ def test_benchmark_writes_metrics_report_and_plots(squad_run):
 
 
 def test_report_readme_replaces_only_the_marked_block(squad_run, tmp_path):
-    from training.report_readme import main, replace_section
+    from benchmarks.report_readme import main, replace_section
 
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\nintro\n<!-- results:start -->\nold\n<!-- results:end -->\n\nafter\n")
@@ -220,6 +222,55 @@ def test_benchmark_rejects_an_unknown_method(tmp_path):
     p = _evaluate(tmp_path / "x", "--dataset", "squad", "--methods", "graph,nosuch", "--limit", "2",
                   "--evaluator", "none", "--feedback", "none")
     assert p.returncode == 2 and "unknown method 'nosuch'" in p.stderr and "truncate" in p.stderr
+    assert "llmlingua" not in p.stderr.split("use one of")[1].split(",")[0]  # the peers are not the library's...
+    assert "python -m benchmarks.evaluate" in p.stderr  # ...and the error says where they are
+    p = subprocess.run([sys.executable, "-m", "benchmarks.evaluate", "--dataset", "squad", "--methods", "graph,nosuch",
+                        "--limit", "2", "--reader", "none", "--evaluator", "none", "--feedback", "none",
+                        "--out", str(tmp_path / "y")], cwd=ROOT, env=OFFLINE_ENV, capture_output=True, text=True)
+    assert p.returncode == 2 and "python -m benchmarks.evaluate: unknown method 'nosuch'" in p.stderr
+    assert "longllmlingua" in p.stderr and "selective-context" in p.stderr
+
+
+def test_an_external_method_plugs_into_the_harness(tmp_path):
+    """The hook the benchmarks' peers use: outputs stored as they arrive, a failed row left uncompressed and said."""
+    from training import evaluate
+
+    read_jsonl(FILES["squad"], limit=1)
+    calls = []
+
+    def compress(requests, *, threads, log_path, progress, scorer):
+        calls.append(len(requests))
+        for i, req in enumerate(requests):
+            words = req["text"].split()
+            if i == 0:
+                progress({"id": req["id"], "error": "the service said no"})
+            else:
+                progress({"id": req["id"], "text": " ".join(words[: max(1, int(len(words) * req["rate"]))]),
+                          "seconds": 0.01})
+        return {"peak_mb": None, "versions": {"half": "1.0"}, "load_seconds": 0.0}
+
+    prepared = []
+    evaluate.register_external(evaluate.ExternalMethod("first-words", compress, prepare=prepared.append,
+                                                       note="keeps the first words"))
+    try:
+        out = tmp_path / "ext"
+        argv = ["--dataset", "squad", "--split", "heldout", "--methods", "first-words,none", "--rate", "0.5",
+                "--limit", "3", "--reader", "none", "--evaluator", "none", "--feedback", "none", "--quiet",
+                "--out", str(out)]
+        assert evaluate.main(argv) == 0
+        assert prepared == [True] and calls == [3]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["methods"]["first-words"]["runs_in"] == "peer-env"
+        assert metrics["peer_env"]["first-words"]["note"].startswith("keeps the first words, scorer: ")
+        rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+        mine = [r for r in rows if r["method"] == "first-words"]
+        failed = [r for r in mine if r["fallback"]]
+        assert len(failed) == 1 and "the service said no" in failed[0]["fallback"] and failed[0]["ratio"] == 1.0
+        assert all(r["ratio"] < 0.6 for r in mine if not r["fallback"])
+        # resumed: the stored compressions are reused, only the failed row is asked again
+        assert evaluate.main(argv + ["--resume"]) == 0 and calls == [3, 1]
+    finally:
+        evaluate.EXTERNAL.pop("first-words", None)
 
 
 def test_benchmark_with_the_evaluator_on_gsm8k(tmp_path):
@@ -252,7 +303,7 @@ def test_benchmark_with_the_evaluator_on_gsm8k(tmp_path):
 @pytest.mark.parametrize("method", ["llmlingua", "llmlingua2-arch"])
 def test_llmlingua_peers_in_their_own_environment(method, tmp_path):
     """Builds the peer environment on first use (a few minutes); covered by the committed benchmark."""
-    from training.peers import run_env_peer
+    from benchmarks.peers import run_env_peer
 
     text = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
             "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway. ") * 3
@@ -425,7 +476,7 @@ def test_benchmark_with_a_reader_reports_accuracy_lost_against_the_original(read
         assert p.returncode == 0, p.stderr[-3000:]
         assert json.loads((out / "metrics.json").read_text())["reader"]["computed"] == 0
 
-    from training import reader_summary
+    from benchmarks import reader_summary
 
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- reader:start -->\nold\n<!-- reader:end -->\ntail\n")

@@ -453,7 +453,7 @@ def test_card_is_regenerated_with_held_out_results(grpo_run, tmp_path):
 
 
 def test_compare_constraint_runs_both_arms(tiny, tmp_path):
-    from training import compare_constraint
+    from benchmarks import compare_constraint
 
     out = tmp_path / "cmp"
     assert compare_constraint.main(tiny_overrides(tiny) + ["--max-steps", "2", "--out", str(out)]) == 0

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from training.recipe import Recipe
 
@@ -205,6 +205,59 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Fill the evaluator cache with its outputs on the original texts of ``rows``, with a progress bar.
+
+    ``answer_likelihood`` needs log p(gold | original) per row (one forward pass each); ``answer_agreement``
+    needs the evaluator's answer to the original (one generation each). Cached entries cost nothing.
+    """
+    from tqdm.auto import tqdm
+
+    from rlpc_core.evaluator import TASKS, build_prompt
+    from rlpc_core.rewards import gold_target
+
+    done: dict[str, int] = {}
+    seen = set()
+    for fn in funcs:
+        ev = getattr(fn, "evaluator", None)
+        # reader_accuracy scores the compressed prompt's answer against the gold alone: no original side
+        if ev is None or fn.__name__ == "reader_accuracy":
+            continue
+        kind = "answers" if hasattr(fn, "agreement_weight") else "likelihood"
+        if (id(ev), kind) in seen:
+            continue
+        seen.add((id(ev), kind))
+        if ev.cache is None:
+            say(f"evaluator {ev.model_spec!r} has no cache (evaluator.cache: false): original-side outputs will be "
+                "recomputed at every step")
+            continue
+        chunk = ev.batch_size * 8
+        items = []
+        for row in rows:
+            q = row.get("question") if TASKS[row["task"]].needs_question else None
+            if kind == "likelihood":
+                target = gold_target(row["task"], row["answer"])
+                if target is not None:
+                    items.append((build_prompt(row["task"], row["original"], q), target))
+            else:
+                items.append((row["task"], row["original"], q))
+        bar = tqdm(total=len(items), desc=f"evaluator {kind} on original prompts", unit="row",
+                   disable=not is_main_process())
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            if kind == "likelihood":
+                ev.loglikelihood([p for p, _ in part], [t for _, t in part])
+            else:
+                for task in dict.fromkeys(t for t, _, _ in part):
+                    sel = [(x, q) for t, x, q in part if t == task]
+                    qs = [q for _, q in sel] if any(q is not None for _, q in sel) else None
+                    ev.answer(task, [x for x, _ in sel], qs)
+            bar.update(len(part))
+        bar.close()
+        done[f"{fn.__name__}:{kind}"] = len(items)
+    return done
+
+
 __all__ = ["BUDGET_TOKENIZER", "PromptBuilder", "TrainingError", "check_init", "check_target_modules", "gold_of",
-           "is_main_process", "command_line", "load_policy", "lora_config", "policy_device", "quiet_libraries", "save_compressor",
-           "say", "training_examples", "write_json", "write_text"]
+           "is_main_process", "command_line", "load_policy", "lora_config", "policy_device", "precompute_original_side",
+           "quiet_libraries", "save_compressor", "say", "training_examples", "write_json", "write_text"]

@@ -132,7 +132,7 @@ def prefill_throughput(replies: Sequence[Any], min_tokens: int = 64) -> Optional
 # ---------------------------------------------------------------- aggregation
 
 def _ci(values: Sequence[Optional[float]], seed: int, *, paired: bool = False) -> Optional[dict[str, Any]]:
-    from training.evaluate import bootstrap_ci
+    from training.stats import bootstrap_ci
 
     vals = [float(v) for v in values if v is not None]
     ci = bootstrap_ci(vals, seed)

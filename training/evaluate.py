@@ -1,12 +1,14 @@
 """Benchmark compressors side by side: same rows, same rate, same token counter, peers in the same run.
 
-    python -m training.evaluate --dataset squad --methods graph,llmlingua,selective-context,random,truncate,none \\
+    python -m training.evaluate --dataset squad --split heldout --methods graph,extractive,truncate,random,none \\
         --rate 0.33,0.5 --limit 200 --evaluator smollm2-135m-instruct --out benchmarks/results/squad
 
 ``--dataset``: ``gsm8k``, ``squad``, ``nq``, ``qmsum``, a ``PATH.jsonl`` or ``hf:ORG/NAME`` (see
 :mod:`training.data`). ``--methods``: any rlpc policy name, a checkpoint folder (``Compressor.from_pretrained``),
-the peers of :mod:`training.peers` (``random``, ``truncate``, ``selective-context``, ``llmlingua``,
-``llmlingua2-arch``) and ``none`` (no compression: the baseline every row's original-side figures come from).
+the baselines of :mod:`training.baselines` (``random``, ``truncate``) and ``none`` (no compression: the baseline
+every row's original-side figures come from). The published peers (LLMLingua, LongLLMLingua, Selective-Context)
+are not part of the library: ``python -m benchmarks.evaluate`` is this command with them registered
+(:func:`register_external` is how any compressor that runs outside this process plugs in).
 
 Per (method, rate, row): the compressed text, its tokens in one named tokenizer (every method's output counted
 by the same counter), compression latency per 1k input tokens, and the metrics of the task:
@@ -33,28 +35,26 @@ import json
 import os
 import platform
 import random
-import re
 import shlex
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from rlpc_core import rewrite_rules
 from rlpc_core.backends import ReaderError
 from rlpc_core.rewards import answer_survives
+from training.baselines import register_baselines
 from training.data import DataError, Example, load
-from training.peer_env import PeerEnvError
-from training.peers import ENV_PEERS, NOT_MEANINGFUL, register_peers
-from training.rates import AUTO, rate_key, rate_label  # noqa: F401 - re-exported for the report modules
+from training.rates import AUTO
+from training.stats import BOOTSTRAP, bootstrap_ci
 
 NONE = "none"
 SCALING_BINS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, None))
-BOOTSTRAP = 1000
 
 
 # ---------------------------------------------------------------- small helpers
@@ -74,20 +74,6 @@ def number_retention(original: str, compressed: str) -> Optional[float]:
 def is_subsequence(small: Sequence[str], big: Sequence[str]) -> bool:
     it = iter(big)
     return all(any(w == b for b in it) for w in small)
-
-
-def bootstrap_ci(values: Sequence[float], seed: int, n: int = BOOTSTRAP) -> Optional[dict[str, Any]]:
-    """Mean and a 95% percentile-bootstrap CI of the mean (``None`` when there are no values)."""
-    vals = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if vals.size == 0:
-        return None
-    mean = float(vals.mean())
-    if vals.size < 2:
-        return {"mean": mean, "ci": [mean, mean], "n": int(vals.size)}
-    rng = np.random.default_rng(seed)
-    means = vals[rng.integers(0, vals.size, size=(n, vals.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": mean, "ci": [float(lo), float(hi)], "n": int(vals.size)}
 
 
 def _mean(values: Sequence[Any]) -> Optional[float]:
@@ -144,31 +130,66 @@ class PeakRSS:
 
 # ---------------------------------------------------------------- methods
 
+class MethodUnavailable(RuntimeError):
+    """A method cannot run here (an external compressor's environment failed to build); the message says why."""
+
+
+@dataclass(frozen=True)
+class ExternalMethod:
+    """A compressor that runs outside this process: a published peer in its own environment, a service.
+
+    ``compress(requests, *, threads, log_path, progress, scorer)`` compresses ``{id, text, question, rate,
+    contexts}`` requests, calls ``progress`` with each output as it arrives (``{id, text, seconds}``, seconds
+    measured around the compression alone, or ``{id, error}``) so the harness stores it at once, and returns its
+    run figures (``peak_mb``, ``worker_max_rss_mb``, ``load_seconds``, ``versions``, ``threads``). ``prepare(quiet)``
+    builds or checks what it needs before any row runs, raising :class:`MethodUnavailable`: a failure comes early.
+    """
+
+    name: str
+    compress: Callable[..., dict[str, Any]]
+    prepare: Callable[[bool], None] = lambda quiet: None
+    note: str = ""  # shown beside its figures in the report (what it is, e.g. "LLMLingua-1")
+    meaningful: bool = True  # False: only its cost is real (e.g. randomly initialised weights)
+
+
+EXTERNAL: dict[str, ExternalMethod] = {}
+
+
+def register_external(method: ExternalMethod) -> None:
+    """Make ``method.name`` a valid ``--methods`` entry (``benchmarks/peers.py`` registers LLMLingua's)."""
+    EXTERNAL[method.name] = method
+
+
 @dataclass(frozen=True)
 class Method:
     label: str  # as shown in tables
     spec: str  # as given on the command line
-    runs_in: str  # "baseline" | "in-process" | "peer-env"
+    runs_in: str  # "baseline" | "in-process" | "peer-env" (an external method; the name kept for old results)
     meaningful: bool = True
+
+
+def _not_meaningful() -> set[str]:
+    return {name for name, m in EXTERNAL.items() if not m.meaningful}
 
 
 def resolve_methods(names: Sequence[str]) -> list[Method]:
     from rlpc_core import policy_names
 
-    valid = set(policy_names()) | set(ENV_PEERS) | {NONE}
+    valid = set(policy_names()) | set(EXTERNAL) | {NONE}
     out: list[Method] = []
     for name in names:
         if name == NONE:
             out.append(Method(NONE, NONE, "baseline"))
-        elif name in ENV_PEERS:
-            out.append(Method(name, name, "peer-env", name not in NOT_MEANINGFUL))
+        elif name in EXTERNAL:
+            out.append(Method(name, name, "peer-env", EXTERNAL[name].meaningful))
         elif name in valid:
             out.append(Method(name, name, "in-process"))
         elif Path(name).expanduser().is_dir():
             out.append(Method(Path(name).expanduser().resolve().name, name, "in-process"))
         else:
             raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))}, or a checkpoint folder "
-                             "written by Compressor.save_pretrained")
+                             "written by Compressor.save_pretrained (LLMLingua and the other published peers: "
+                             "python -m benchmarks.evaluate, from a clone of the repository)")
     labels = [m.label for m in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods repeat a name: {labels}; list each method once")
@@ -247,11 +268,11 @@ class CompressionStore:
         self._fh.close()
 
 
-def _is_peer(method: Method) -> bool:
-    """Peers have no dynamic rate (their scores rank words, not relevant blocks)."""
-    from training.peers import IN_PROCESS_PEERS
-
-    return method.runs_in == "peer-env" or method.spec in IN_PROCESS_PEERS
+def _has_dynamic_rate(method: Method, tokenizer: str) -> bool:
+    """Baselines and peers have no dynamic rate: their scores rank words, not relevant blocks."""
+    if method.runs_in != "in-process":
+        return method.runs_in == "baseline"
+    return not getattr(_make_compressor(method, tokenizer).policy, "words_only", False)
 
 
 def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: Sequence[float], *, tokenizer: str,
@@ -284,7 +305,7 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
                 extra = ""
             jobs: dict[str, tuple[float, Example]] = {}
             users: dict[str, list[int]] = {}
-            method_rates = [r for r in rates if r != AUTO or method.runs_in == "baseline" or not _is_peer(method)]
+            method_rates = [r for r in rates if r != AUTO or _has_dynamic_rate(method, tokenizer)]
             for rate in method_rates:
                 for i, e in enumerate(examples):
                     k = store.key(method, rate, e.text, _query(e), extra)
@@ -294,9 +315,8 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
                 info[method.label] = {"runs_in": "baseline", "peak_mb": None}
                 done = {k: {"text": e.text, "seconds": None, "fallback": None} for k, (rate, e) in jobs.items()}
             elif method.runs_in == "peer-env":
-                from training.peers import run_env_peer
-
-                todo = {k: v for k, v in jobs.items() if store.get(k) is None}
+                # a failure is not kept: a resumed run asks again (a service may have been down)
+                todo = {k: v for k, v in jobs.items() if (store.get(k) or {}).get("text") is None}
                 requests = [{"id": k, "text": e.text, "question": _query(e), "rate": rate,
                              "contexts": list(e.units) if e.units else None} for k, (rate, e) in todo.items()]
 
@@ -308,8 +328,8 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
                     bar.update(len(users[str(msg["id"])]))
 
                 bar.update(sum(len(users[k]) for k in jobs if k not in todo))
-                run = run_env_peer(method.spec, requests, threads=threads, log_path=out / f"peer-{method.label}.log",
-                                   progress=arrived, scorer=scorer) if requests else None
+                run = EXTERNAL[method.spec].compress(requests, threads=threads, log_path=out / f"peer-{method.label}.log",
+                                                     progress=arrived, scorer=scorer) if requests else None
                 done = {}
                 for k, (rate, e) in jobs.items():
                     got = store.get(k) or {}
@@ -319,10 +339,7 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
                     else:
                         done[k] = got
                 info[method.label] = {"runs_in": "peer-env", "scorer": scorer,
-                                      **({"peak_mb": run.peak_mb, "worker_max_rss_mb": run.done.get("max_rss_mb"),
-                                          "load_seconds": run.ready.get("load_seconds"),
-                                          "versions": run.ready.get("versions"), "threads": run.ready.get("threads")}
-                                         if run is not None else {"peak_mb": None, "resumed": True})}
+                                      **(run if run is not None else {"peak_mb": None, "resumed": True})}
             else:
                 compressor = _make_compressor(method, tokenizer)
                 done = {}
@@ -380,7 +397,7 @@ def run_evaluator(records: list[dict[str, Any]], examples: Sequence[Example], *,
     ev = Evaluator(spec, max_new_tokens=math_max_new_tokens if task == "math" else qa_max_new_tokens,
                    batch_size=batch_size, cache=cache)
     by_id = {e.id: e for e in examples}
-    meaningful = [r for r in records if r["method"] not in NOT_MEANINGFUL]
+    meaningful = [r for r in records if r["method"] not in _not_meaningful()]
 
     # -- generation on the sample: each distinct (text, question) once, originals included
     gen_ids = {e.id for e in examples[:gen_limit]}
@@ -464,7 +481,7 @@ def run_feedback(records: list[dict[str, Any]], examples: Sequence[Example], *, 
 
     fb = FeedbackModel(spec) if spec else FeedbackModel()
     by_id = {e.id: e for e in examples}
-    todo = [r for r in records if r["method"] != NONE and r["method"] not in NOT_MEANINGFUL]
+    todo = [r for r in records if r["method"] != NONE and r["method"] not in _not_meaningful()]
     t0 = time.perf_counter()
     with tqdm(total=len(todo), desc="fidelity", unit="row", leave=False) as bar:
         for chunk in _chunks(todo, 32):
@@ -731,13 +748,14 @@ def _split(args: argparse.Namespace) -> Optional[str]:
     return NAMED[args.dataset]["default_split"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "python -m training.evaluate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="gsm8k | squad | nq | qmsum | PATH.jsonl | hf:ORG/NAME[:CONFIG]")
-    p.add_argument("--methods", default="graph,selective-context,random,truncate,none",
-                   help="comma-separated: rlpc policy names, checkpoint folders, peers "
-                        "(random, truncate, selective-context, llmlingua, llmlingua2-arch), none")
+    p.add_argument("--methods", default="graph,random,truncate,none",
+                   help="comma-separated: rlpc policy names, checkpoint folders, the baselines random and truncate, "
+                        "none, and any external method registered (python -m benchmarks.evaluate adds llmlingua, "
+                        "longllmlingua, selective-context and llmlingua2-arch)")
     p.add_argument("--rate", default="0.5", help="target rate(s), comma-separated (default 0.5)")
     p.add_argument("--limit", type=int, default=None, help="first N rows after a seeded shuffle (default: all)")
     p.add_argument("--reader", default="default",
@@ -792,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--development", action="store_true",
                    help="allow --split train, to tune heuristics on training rows; the report says it is not a result")
+    p.set_defaults(prog=prog)  # the command recorded in metrics.json
     return p
 
 
@@ -815,7 +834,7 @@ def run_downstream(args: argparse.Namespace, records: list[dict[str, Any]], exam
                                          "pip install 'rlpc[reader]' and rlpc models pull qwen2.5-coder-1.5b-instruct)"}
     max_new = {"qa": args.qa_max_new_tokens, "mc": args.qa_max_new_tokens, "math": args.math_max_new_tokens,
                "math-fewshot": args.math_max_new_tokens}
-    skip = [m for m in NOT_MEANINGFUL]
+    skip = sorted(_not_meaningful())
     if spec.startswith("serve:"):
         from rlpc_core.reader_server import ReaderServer
 
@@ -860,16 +879,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                          "(gsm8k, nq) or --split heldout (the squad and nq partitions that training never reads); "
                          "to tune a heuristic on training rows, pass --development (its output is not a result)")
     rates = _rates(args.rate)
-    register_peers(seed=args.seed)
+    register_baselines(seed=args.seed)
     methods = resolve_methods([m.strip() for m in args.methods.split(",") if m.strip()])
     examples = load(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
                     text_field=args.text_field, question_field=args.question_field, answer_field=args.answer_field,
                     task=args.task)
     task = examples[0].task
-    if any(m.runs_in == "peer-env" for m in methods):
-        from training.peer_env import ensure_env
-
-        ensure_env(quiet=args.quiet)  # build (or check) the peers' environment now: a failure must not come late
+    for m in methods:  # build (or check) what external methods need now: a failure must not come late
+        if m.runs_in == "peer-env":
+            EXTERNAL[m.spec].prepare(args.quiet)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -893,7 +911,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "format": "rlpc-benchmark/1",
         "development": bool(args.development),  # True: measured on training rows to tune; not a result
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": {"command": "python -m training.evaluate " + " ".join(shlex.quote(a) for a in argv),
+        "config": {"command": f"{args.prog} " + " ".join(shlex.quote(a) for a in argv),
                    "dataset": args.dataset, "split": args.split, "methods": [m.label for m in methods],
                    "method_specs": {m.label: m.spec for m in methods}, "rates": rates, "limit": args.limit,
                    "gen_limit": args.gen_limit, "ll_limit": args.ll_limit, "tokenizer": tokenizer, "threads": args.threads, "seed": args.seed,
@@ -909,9 +927,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "methods": {m.label: {"spec": m.spec, "runs_in": m.runs_in, "quality_meaningful": m.meaningful,
                               **method_info.get(m.label, {})} for m in methods},
         "peer_env": {m.label: {**{k: method_info[m.label].get(k) for k in ("versions", "load_seconds", "worker_max_rss_mb")},
-                               "note": ("quality not meaningful: randomly initialised weights" if not m.meaningful
-                                        else f"{'LongLLMLingua' if m.spec == 'longllmlingua' else 'LLMLingua-1'}, scorer: "
-                                       f"{method_info[m.label].get('scorer')}")}
+                               "note": (EXTERNAL[m.spec].note if not m.meaningful else
+                                        f"{EXTERNAL[m.spec].note}, scorer: {method_info[m.label].get('scorer')}")}
                      for m in methods if m.runs_in == "peer-env"},
         "reader": reader_info,
         "aggregates": aggregate(records, methods, rates, method_info, args.seed,
@@ -929,15 +946,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics = _json_ready(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    from training.report_readme import render_report
+    from training.report import render_report
 
     (out / "report.md").write_text(render_report(metrics), encoding="utf-8")
     return metrics
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, prog: str = "python -m training.evaluate") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit} must be at least 1")
@@ -950,10 +967,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         metrics = run(args, argv)
     except (DataError, ValueError) as err:
-        print(f"training.evaluate: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         return 2
-    except (PeerEnvError, ReaderError) as err:
-        print(f"training.evaluate: {err}", file=sys.stderr)
+    except (MethodUnavailable, ReaderError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'report.md'}, {args.out / 'rows.jsonl'} and "
           f"{', '.join(metrics['plots'])} in {metrics['wall_seconds']:.1f} s")

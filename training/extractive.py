@@ -42,8 +42,8 @@ import numpy as np
 
 from training.card import CURVES, LOG, SUMMARY, plot_reward_curves, read_log
 from training.checkpoints import mark_complete, rotate
-from training.common import (BUDGET_TOKENIZER, command_line, gold_of, policy_device, say, training_examples,
-                             TrainingError, write_json, write_text)
+from training.common import (BUDGET_TOKENIZER, command_line, gold_of, policy_device, precompute_original_side, say,
+                             training_examples, TrainingError, write_json, write_text)
 from training.recipe import Recipe
 
 STATE_FILE = "trainer_state.json"  # the name training.checkpoints looks for in a complete checkpoint
@@ -698,7 +698,6 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
     import torch
     from tqdm.auto import tqdm
 
-    from training.grpo import precompute_original_side
 
     device = policy_device(recipe.grpo)
     g, x = recipe.grpo, recipe.extractive

@@ -45,7 +45,7 @@ from training.card import LOG, SUMMARY, write_card
 from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
                                   rotate)
 from training.common import (command_line, gold_of, is_main_process, load_policy, lora_config, policy_device,
-                             PromptBuilder, quiet_libraries, save_compressor, say, training_examples,
+                             precompute_original_side, PromptBuilder, quiet_libraries, save_compressor, say, training_examples,
                              TrainingError, write_json, write_text)
 from training.data import DataError
 from training.recipe import Recipe, RecipeError, add_recipe_arguments, parse_yaml, recipe_from_args
@@ -97,59 +97,6 @@ def build_reward_funcs(recipe: Recipe, device: str) -> tuple[list[Callable], lis
         funcs[i] = constraint
         constraint.index = i
     return funcs, weights, constraint
-
-
-def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Fill the evaluator cache with its outputs on the original texts of ``rows``, with a progress bar.
-
-    ``answer_likelihood`` needs log p(gold | original) per row (one forward pass each); ``answer_agreement``
-    needs the evaluator's answer to the original (one generation each). Cached entries cost nothing.
-    """
-    from tqdm.auto import tqdm
-
-    from rlpc_core.evaluator import TASKS, build_prompt
-    from rlpc_core.rewards import gold_target
-
-    done: dict[str, int] = {}
-    seen = set()
-    for fn in funcs:
-        ev = getattr(fn, "evaluator", None)
-        # reader_accuracy scores the compressed prompt's answer against the gold alone: no original side
-        if ev is None or fn.__name__ == "reader_accuracy":
-            continue
-        kind = "answers" if hasattr(fn, "agreement_weight") else "likelihood"
-        if (id(ev), kind) in seen:
-            continue
-        seen.add((id(ev), kind))
-        if ev.cache is None:
-            say(f"evaluator {ev.model_spec!r} has no cache (evaluator.cache: false): original-side outputs will be "
-                "recomputed at every step")
-            continue
-        chunk = ev.batch_size * 8
-        items = []
-        for row in rows:
-            q = row.get("question") if TASKS[row["task"]].needs_question else None
-            if kind == "likelihood":
-                target = gold_target(row["task"], row["answer"])
-                if target is not None:
-                    items.append((build_prompt(row["task"], row["original"], q), target))
-            else:
-                items.append((row["task"], row["original"], q))
-        bar = tqdm(total=len(items), desc=f"evaluator {kind} on original prompts", unit="row",
-                   disable=not is_main_process())
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            if kind == "likelihood":
-                ev.loglikelihood([p for p, _ in part], [t for _, t in part])
-            else:
-                for task in dict.fromkeys(t for t, _, _ in part):
-                    sel = [(x, q) for t, x, q in part if t == task]
-                    qs = [q for _, q in sel] if any(q is not None for _, q in sel) else None
-                    ev.answer(task, [x for x, _ in sel], qs)
-            bar.update(len(part))
-        bar.close()
-        done[f"{fn.__name__}:{kind}"] = len(items)
-    return done
 
 
 # ---------------------------------------------------------------- trainer pieces

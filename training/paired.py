@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from training.evaluate import bootstrap_ci
+from training.stats import bootstrap_ci
 from training.rates import rate_key
 
 MAIN = {"qa": "answer_survival", "math": "number_retention"}

@@ -2,7 +2,7 @@
 
 llmlingua 0.2.2 breaks on transformers 5 (it expects tuple KV caches), so the benchmark builds it a separate
 environment under ``cache_dir()/envs/llmlingua`` on first use and talks to it through a worker process
-(:mod:`training.peer_worker`, stdlib + llmlingua only). What is installed there:
+(:mod:`benchmarks.peer_worker`, stdlib + llmlingua only). What is installed there:
 
 * ``torch==2.13.0`` first (the CPU build; installing it first keeps pip from pulling a multi-GB CUDA torch to
   satisfy a later requirement);
@@ -13,7 +13,7 @@ Building is idempotent: a stamp file records the requirement list, and a lock se
 pip's output goes to ``install.log`` inside the environment. Also here: the model folders the peers load (the
 embedded SmolLM2 for LLMLingua-1, a randomly initialised BERT of LLMLingua-2's smallest architecture).
 
-    python -m training.peer_env            # build (or check) the environment and the model folders
+    python -m benchmarks.peer_env            # build (or check) the environment and the model folders
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from rlpc_core.models import build_atomically, cache_dir, file_lock
+from training.evaluate import MethodUnavailable
 
 ENV_NAME = "llmlingua"
 TORCH_REQUIREMENT = "torch==2.13.0"
@@ -47,7 +48,7 @@ BERT_MULTILINGUAL_CASED = {
 }
 
 
-class PeerEnvError(RuntimeError):
+class PeerEnvError(MethodUnavailable):
     """The peer environment could not be built or used; the message says what failed and where the log is."""
 
 
@@ -88,7 +89,7 @@ def _pip(python: Path, args: list[str], log: Path) -> None:
         tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
         raise PeerEnvError(f"pip install {' '.join(args)} failed (exit {proc.returncode}) in the peer environment "
                            f"{log.parent}; last lines of {log}:\n{tail}\nFix the cause (package index access, disk) "
-                           f"and run `python -m training.peer_env` again, or delete {log.parent} to start over")
+                           f"and run `python -m benchmarks.peer_env` again, or delete {log.parent} to start over")
 
 
 def ensure_env(*, quiet: bool = False) -> Path:
@@ -123,7 +124,7 @@ def site_packages(env: Optional[Path] = None) -> Path:
     env = env or env_dir()
     found = sorted(env.glob("lib/python3*/site-packages"))
     if not found:
-        raise PeerEnvError(f"no site-packages under {env}; delete {env} and run `python -m training.peer_env`")
+        raise PeerEnvError(f"no site-packages under {env}; delete {env} and run `python -m benchmarks.peer_env`")
     return found[0]
 
 
@@ -221,7 +222,7 @@ def bert_arch_folder(env: Optional[Path] = None, *, quiet: bool = False) -> Path
 def main(argv: Optional[list[str]] = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m training.peer_env", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer_env", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Fixed reward weights vs the fidelity constraint: two GRPO runs, same recipe, seed and steps, compared.
 
-    python -m training.compare_constraint --recipe smollm2-cpu-gsm8k --init runs/smollm2-sft \\
+    python -m benchmarks.compare_constraint --recipe smollm2-cpu-gsm8k --init runs/smollm2-sft \\
         --max-steps 40 --out runs/constraint-vs-fixed
 
 Runs ``OUT/constrained`` (``constraint.enabled: true``) and ``OUT/fixed`` (``constraint.enabled: false``: the
@@ -118,7 +118,7 @@ def plot(logs: dict[str, list[dict[str, Any]]], fidelity: str, target: float, pn
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from training import grpo
 
-    p = argparse.ArgumentParser(prog="python -m training.compare_constraint", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_constraint", description=__doc__.split("\n\n")[0])
     add_recipe_arguments(p)
     p.add_argument("--init", type=Path, default=None, help="SFT folder both runs start from")
     p.add_argument("--window", type=int, default=10, help="logged steps averaged for first/last figures")
@@ -152,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = {"recipe": recipe.name, "seed": recipe.seed, "steps": recipe.grpo.steps, "fidelity_reward": fidelity,
               "target": target, "window": args.window, "base_weights": base,
               "runs": {n: run_summary(rows, base, fidelity, target, args.window) for n, rows in logs.items()},
-              "command": " ".join(["python -m training.compare_constraint", *(argv if argv is not None else sys.argv[1:])])}
+              "command": " ".join(["python -m benchmarks.compare_constraint", *(argv if argv is not None else sys.argv[1:])])}
     write_json(args.out / "comparison.json", result)
     plot(logs, fidelity, target, args.out / "comparison.png")
     write_text(args.out / "comparison.md", markdown(result))

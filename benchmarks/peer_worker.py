@@ -1,6 +1,6 @@
 """Compress with LLMLingua inside the peers' own environment (stdlib + llmlingua only; never imports rlpc).
 
-Started by the benchmark (:mod:`training.peers`) with the peer environment's Python::
+Started by the benchmark (:mod:`benchmarks.peers`) with the peer environment's Python::
 
     python peer_worker.py --method llmlingua --model /path/to/smollm2 --threads 2 < requests.jsonl
 

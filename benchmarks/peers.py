@@ -1,19 +1,17 @@
-"""Peers the benchmark runs beside rlpc's own policies, on the same rows at the same rate.
+"""The published peers the benchmarks run beside rlpc's own policies, on the same rows at the same rate.
 
-In-process peers are extractive policies registered with :func:`rlpc_core.register_policy`, so they go through
-the very same :class:`~rlpc_core.Compressor` machinery as the graph policy: the same tokenizer, the same budget
-and the same guarantees (output is a subsequence of the input words). They select plain words by score
-(:func:`rlpc_core.select_words`, ``words_only = True``), not rlpc's structure-aware selection: a peer is its
-scores alone. Only the word scores differ:
+Research code: it lives in the repository, not in the wheel, and plugs into the library's harness
+(:func:`register`, which ``python -m benchmarks.evaluate`` calls); the library never imports it. The baselines
+``random`` and ``truncate`` are the library's own (:mod:`training.baselines`).
 
-* ``random``: seeded random scores, nothing protected (the floor any method must beat);
-* ``truncate``: scores falling with position, nothing protected: keeps the first words that fit;
 * ``selective-context``: Selective-Context-style self-information (Li et al. 2023): each token's ``-log p`` under a
   small causal LM (the embedded SmolLM2 by default), summed over the tokens of each whitespace word; the most
-  informative words are kept. Query-agnostic, as the original.
+  informative words are kept. Query-agnostic, as the original. A policy registered with
+  :func:`rlpc_core.register_policy`, so it goes through the same :class:`~rlpc_core.Compressor` machinery as the
+  graph policy (same tokenizer, budget and guarantees), selecting plain words by score (``words_only = True``).
 
-Peers that need other library versions run in their own environment (:mod:`training.peer_env`) through a worker
-process (:mod:`training.peer_worker`) that times each compression itself:
+Peers that need other library versions run in their own environment (:mod:`benchmarks.peer_env`) through a worker
+process (:mod:`benchmarks.peer_worker`) that times each compression itself:
 
 * ``llmlingua``: LLMLingua-1 (question-agnostic), with a local scorer (``scorer``: the embedded SmolLM2-135M or
   Qwen2.5-Coder-0.5B);
@@ -27,7 +25,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -36,46 +33,15 @@ import numpy as np
 
 from rlpc_core import register_policy
 from rlpc_core.policies import WordScores
+from training.evaluate import ExternalMethod, register_external
 
 #: Peers whose output means nothing for quality (only their cost is real).
 NOT_MEANINGFUL = frozenset({"llmlingua2-arch"})
-#: Peers that run in their own environment, through the worker.
-ENV_PEERS = ("llmlingua", "longllmlingua", "llmlingua2-arch")
-IN_PROCESS_PEERS = ("random", "truncate", "selective-context")
+#: Peers that run in their own environment, through the worker, and what the report calls them.
+ENV_PEERS = {"llmlingua": "LLMLingua-1", "longllmlingua": "LongLLMLingua",
+             "llmlingua2-arch": "quality not meaningful: randomly initialised weights"}
+IN_PROCESS_PEERS = ("selective-context",)
 WORKER = Path(__file__).resolve().with_name("peer_worker.py")
-
-
-def _text_seed(seed: int, words: Sequence[str]) -> int:
-    # The same prompt gets the same scores whatever order rows are processed in.
-    return zlib.crc32("\x1f".join(words).encode("utf-8"), seed & 0xFFFFFFFF)
-
-
-class RandomPolicy:
-    """Seeded random word scores; protects nothing."""
-
-    name = "random"
-    words_only = True  # a peer is its scores alone: plain word selection, no structure, units or sentences
-
-    def __init__(self, config: Any = None, *, seed: int = 0, **_: Any) -> None:
-        self.seed = int(seed)
-
-    def score(self, words: Sequence[str], *, query: Optional[str] = None) -> WordScores:
-        rng = np.random.default_rng(_text_seed(self.seed, words))
-        return WordScores(scores=rng.random(len(words)), protected=np.zeros(len(words), dtype=bool))
-
-
-class TruncatePolicy:
-    """Scores that fall with position: the budget keeps the first words. Protects nothing."""
-
-    name = "truncate"
-    words_only = True
-
-    def __init__(self, config: Any = None, **_: Any) -> None:
-        pass
-
-    def score(self, words: Sequence[str], *, query: Optional[str] = None) -> WordScores:
-        n = len(words)
-        return WordScores(scores=-np.arange(n, dtype=np.float64), protected=np.zeros(n, dtype=bool))
 
 
 class SelectiveContextPolicy:
@@ -173,15 +139,6 @@ def _start_token_id(tok: Any) -> Optional[int]:
     return None
 
 
-def register_peers(*, seed: int = 0, selective_context_model: str = "smollm2-135m-instruct") -> list[str]:
-    """Register the in-process peers with rlpc's policy registry; ``Compressor(policy="random")`` then works."""
-    register_policy("random", lambda config, **kw: RandomPolicy(config, seed=seed))
-    register_policy("truncate", TruncatePolicy)
-    register_policy("selective-context",
-                    lambda config, **kw: SelectiveContextPolicy(config, model=selective_context_model))
-    return list(IN_PROCESS_PEERS)
-
-
 # ---------------------------------------------------------------- peers in their own environment
 
 @dataclass
@@ -209,7 +166,7 @@ def run_env_peer(method: str, requests: Sequence[dict[str, Any]], *, threads: in
     Builds the environment on first use. The worker loads its model once; the seconds it reports are measured
     inside it around each compression call, so neither its start-up nor model loading is counted.
     """
-    from training import peer_env
+    from benchmarks import peer_env
 
     if method not in ENV_PEERS:
         raise ValueError(f"{method!r} is not an environment peer: use one of {', '.join(ENV_PEERS)}")
@@ -253,5 +210,30 @@ def run_env_peer(method: str, requests: Sequence[dict[str, Any]], *, threads: in
     return run
 
 
-__all__ = ["ENV_PEERS", "IN_PROCESS_PEERS", "NOT_MEANINGFUL", "RandomPolicy", "SelectiveContextPolicy",
-           "TruncatePolicy", "WorkerRun", "register_peers", "run_env_peer"]
+def _compress_external(method: str) -> Any:
+    def compress(requests: Sequence[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+        run = run_env_peer(method, requests, **kw)
+        return {"peak_mb": run.peak_mb, "worker_max_rss_mb": run.done.get("max_rss_mb"),
+                "load_seconds": run.ready.get("load_seconds"), "versions": run.ready.get("versions"),
+                "threads": run.ready.get("threads")}
+    return compress
+
+
+def _prepare(quiet: bool) -> None:
+    from benchmarks import peer_env
+
+    peer_env.ensure_env(quiet=quiet)
+
+
+def register(*, selective_context_model: str = "smollm2-135m-instruct") -> list[str]:
+    """Register every peer with the harness (and Selective-Context with rlpc's policy registry)."""
+    register_policy("selective-context",
+                    lambda config, **kw: SelectiveContextPolicy(config, model=selective_context_model))
+    for name, note in ENV_PEERS.items():
+        register_external(ExternalMethod(name, _compress_external(name), prepare=_prepare, note=note,
+                                         meaningful=name not in NOT_MEANINGFUL))
+    return [*IN_PROCESS_PEERS, *ENV_PEERS]
+
+
+__all__ = ["ENV_PEERS", "IN_PROCESS_PEERS", "NOT_MEANINGFUL", "SelectiveContextPolicy", "WorkerRun", "register",
+           "run_env_peer"]
