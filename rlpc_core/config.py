@@ -155,6 +155,10 @@ class SelectionConfig:
     #: even 0.25 makes a RAG prompt's one-paragraph context keep its opening price line over the rule that answers
     #: the user ("cannot be paid out in cash"). Worth trying (0.5) for Wikipedia- or news-like documents.
     lead_bonus: float = 0.0
+    #: Extra value of a sentence holding the kind of answer the question asks for: a name for "who"/"where", a
+    #: year or date for "when", a number for "how many" (``selection.asked_kind``). Off: every sentence is judged
+    #: by the words it shares with the question alone.
+    answer_type_bonus: float = 0.0
     #: A math problem (a short, plain prompt asking for a quantity) keeps its question verbatim unless the question
     #: alone would take more than this share of the budget: then its filler may go too, for the facts' sake.
     math_question_share: float = 0.3
@@ -177,6 +181,7 @@ class SelectionConfig:
         _number("paragraph_relevance", self.paragraph_relevance, 0.0, 10.0)
         _number("rule_bonus", self.rule_bonus, 0.0, 10.0)
         _number("lead_bonus", self.lead_bonus, 0.0, 10.0)
+        _number("answer_type_bonus", self.answer_type_bonus, 0.0, 10.0)
         _number("math_question_share", self.math_question_share, 0.0, 1.0)
         _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 

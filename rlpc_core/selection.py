@@ -36,7 +36,7 @@ import numpy as np
 from .config import SelectionConfig
 from .graph import lemmatize, normalize, query_lemmas
 from .structure import CODE, DEMO, HEADING, INSTRUCTION, JSON_, MARKER, OPTION, QUESTION, ROLE, Structure, task_text
-from .units import Units
+from .units import MONTHS, Units
 from .words import Words
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
@@ -138,6 +138,48 @@ def _leads(block: np.ndarray, free: np.ndarray, sent: np.ndarray, para: np.ndarr
     lead[np.unique(block[idx])] = 1.0
     lead[is_demo] = 0.0
     return lead
+
+
+#: What a question asks for, by its opening: a person or place (a name), a time (a year, a date, a month) or an
+#: amount (a number). Checked in order; the first match wins.
+_ASKS = (("amount", re.compile(r"\bhow (?:many|much|long|far|old|big|tall|high|deep|large)\b|\bwhat (?:percentage|"
+                               r"proportion|number|amount)\b", re.I)),
+         ("time", re.compile(r"^\W*(?:when|what (?:year|date|day|month|century|time)|which (?:year|century))\b|"
+                             r"\b(?:in|since) what year\b", re.I)),
+         ("name", re.compile(r"^\W*(?:who|whom|whose|where|which (?:person|country|city|team|company|band|state)|"
+                             r"what (?:country|city|team|company|band|state|is the name))\b", re.I)))
+_YEARISH = re.compile(r"^(?:1[0-9]|20)\d\d(?:s|\b)")
+
+
+def asked_kind(query: Optional[str]) -> Optional[str]:
+    """``"name"``, ``"time"`` or ``"amount"``: what kind of answer the question asks for (``None``: no telling)."""
+    if not query:
+        return None
+    for kind, pattern in _ASKS:
+        if pattern.search(query.strip()):
+            return kind
+    return None
+
+
+def _typed(kind: str, words: Words, norm: list[str], numbers: np.ndarray, units: Units, sent: np.ndarray,
+           query: Optional[str]) -> np.ndarray:
+    """Words that could be the answer of ``kind``, the question's own words excluded (its subject is not its answer)."""
+    asked = {normalize(w) for w in (query or "").split()}
+    n = len(words)
+    if kind == "amount":
+        hit = numbers.copy()
+    elif kind == "time":
+        hit = np.fromiter((bool(_YEARISH.match(x)) or x in MONTHS for x in norm), dtype=bool, count=n)
+        for (lo, hi), k in zip(units.spans, units.kinds):
+            if "date" in k:
+                hit[lo:hi] = True
+    else:  # a name: a capitalised word inside a sentence (a sentence's first word proves nothing)
+        opens = np.r_[True, sent[1:] != sent[:-1]] if n else np.zeros(0, dtype=bool)
+        hit = np.fromiter((w[:1].isupper() for w in words.tokens), dtype=bool, count=n) & ~opens
+        for (lo, hi), k in zip(units.spans, units.kinds):
+            if "name" in k:
+                hit[lo:hi] = True
+    return hit & np.fromiter((x not in asked for x in norm), dtype=bool, count=n)
 
 
 def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
@@ -271,6 +313,12 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     value = value + config.rule_bonus * rule
     if config.lead_bonus:
         value = value + config.lead_bonus * _leads(block, free, sent, para, is_demo, n_blocks)
+    kind = asked_kind(query) if config.answer_type_bonus else None
+    if kind is not None:  # a "who" question is answered by a sentence that names someone, a "when" by a date
+        typed = np.zeros(n_blocks)
+        typed[np.unique(block[free & _typed(kind, words, norm, numbers, units, sent, query)])] = 1.0
+        typed[is_demo] = 0.0
+        value = value + config.answer_type_bonus * typed
     if structure.prior is not None:  # boilerplate and quoted history count for less
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
         value = value + prior_sum / np.maximum(all_counts, 1)

@@ -229,6 +229,23 @@ def test_the_lead_prior_keeps_the_sentence_a_paragraph_opens_with():
     assert "Hanna Reuter" not in without, without  # the counterfactual: the prior is what keeps it
 
 
+def test_the_answer_type_prior_keeps_the_sentence_that_names_who():
+    from rlpc_core.selection import asked_kind
+
+    assert [asked_kind(q) for q in ("who sings the song", "When was it built?", "how many moons does mars have",
+                                    "where is the depot", "What is the capital?", None)] == [
+        "name", "time", "amount", "name", None, None]
+    # The question's words are all in the first sentence; its answer, a name, is in the second.
+    text = ("The halftime show of the 2031 championship final took place at the harbour stadium in front of a record "
+            "crowd, and the halftime show was broadcast to forty countries. It was headlined by Mara Quinlan, who sang "
+            "a medley of her older songs. The stage was built in three weeks by a team of local carpenters.")
+    q = "who performed the halftime show at the 2031 championship final"
+    typed = Compressor(selection={"answer_type_bonus": 2.0}).compress(text, rate=0.5, query=q).text
+    assert "Mara Quinlan" in typed, typed
+    untyped = Compressor(selection={"answer_type_bonus": 0.0}).compress(text, rate=0.5, query=q).text
+    assert "Mara Quinlan" not in untyped, untyped  # the counterfactual: the prior is what keeps the name
+
+
 def test_few_shot_examples_go_whole_before_any_word_inside_one():
     demos = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}. The answer is {a + b}."
                         for a, b in ((2, 3), (10, 7), (4, 4), (12, 30), (5, 9)))

@@ -95,12 +95,31 @@ def test_overrides_dotted_keys_list_items_and_flags():
     ("policy.lora.target_modules=[]", "policy.lora.target_modules=[] must name at least one module"),
     ("target_rate=1.0", "target_rate=1.0 must be below 1"),
     ("grpo.steps", "--set 'grpo.steps' is not key=value"),
+    ("compressor={selection: {max_word_dorp: 0.2}}", "compressor={'selection': {'max_word_dorp': 0.2}} is not a valid "
+                                                     "CompressorConfig (unknown selection setting(s) ['max_word_dorp']"),
+    ("compressor={rate: 0.3}", "compressor.rate=0.3 is the recipe's target_rate"),
 ])
 def test_invalid_values_name_the_value_the_rule_and_the_fix(override, message):
     with pytest.raises(RecipeError) as err:
         load_recipe("smollm2-cpu-gsm8k", [override])
     assert message in str(err.value)
     assert ";" in str(err.value) or ":" in str(err.value)  # ...followed by the fix or the valid choices
+
+
+def test_the_recipe_embeds_the_compressor_it_trains(tmp_path):
+    from rlpc_core import Compressor
+    from training.common import save_compressor
+
+    recipe = load_recipe("minilm-extractive", ["compressor={selection: {max_word_drop: 0.2}, keep_code: false}"])
+    config = recipe.compressor_config()
+    assert (config.policy, config.rate, config.selection.max_word_drop, config.keep_code) == (
+        "extractive", recipe.target_rate, 0.2, False)
+    saved = Compressor.from_pretrained(save_compressor(tmp_path, recipe)).config
+    assert saved == config  # the checkpoint runs with what training used
+    # and without the section, rlpc's defaults (the generative recipe's settings come from its policy section)
+    gen = load_recipe("smollm2-cpu-gsm8k").compressor_config()
+    assert gen.policy == "generative" and gen.selection == Compressor().config.selection
+    assert gen.generative.model == load_recipe("smollm2-cpu-gsm8k").policy.model
 
 
 def test_unknown_recipe_name_lists_the_known_ones():

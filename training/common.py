@@ -16,9 +16,6 @@ from typing import Any, Callable, Optional, Sequence
 
 from training.recipe import Recipe
 
-#: The token counter the saved compressor budgets in (CompressorConfig's default); the word budget in the
-#: policy's prompt is derived from it exactly as the Compressor does.
-BUDGET_TOKENIZER = "smollm2-135m-instruct"
 #: Tasks a policy can be trained on: they have gold answers for the evaluator rewards.
 TRAINABLE_TASKS = ("math", "qa", "prompt", "mc")
 
@@ -32,12 +29,14 @@ class TrainingError(ValueError):
 class PromptBuilder:
     """The chat the policy answers for a text, with the Compressor's own word budget at ``rate``."""
 
-    def __init__(self, recipe: Recipe, tokenizer: str = BUDGET_TOKENIZER):
+    def __init__(self, recipe: Recipe):
         from rlpc_core import Compressor
 
-        self.config = recipe.policy.generative_config()
+        config = recipe.compressor_config()  # what the saved compressor runs with
+        self.config = config.generative
         self.rate = recipe.target_rate
-        self.counter = Compressor(tokenizer=tokenizer).counter  # the same counter the saved compressor uses
+        # the word budget in the policy's prompt comes from the same token counter, exactly as the Compressor's
+        self.counter = Compressor(tokenizer=config.tokenizer).counter
 
     def target_words(self, text: str, rate: Optional[float] = None) -> int:
         """Words the policy may use: ``Compressor._compress_one``'s arithmetic (tokens budget -> word share)."""
@@ -154,11 +153,8 @@ def save_compressor(out: Path, recipe: Recipe) -> Path:
     LoRA adapter for the generative policy; the adapter and head for the extractive one)."""
     from rlpc_core import Compressor
 
-    if recipe.policy.kind == "extractive":
-        return Compressor(policy="extractive", rate=recipe.target_rate, tokenizer=BUDGET_TOKENIZER,
-                          checkpoint=str(out)).save_pretrained(out)
-    return Compressor(policy="generative", rate=recipe.target_rate, tokenizer=BUDGET_TOKENIZER,
-                      generative=recipe.policy.generative_config()).save_pretrained(out)
+    checkpoint = str(out) if recipe.policy.kind == "extractive" else None
+    return Compressor(recipe.compressor_config(), checkpoint=checkpoint).save_pretrained(out)
 
 
 # ---------------------------------------------------------------- run folders
@@ -258,6 +254,6 @@ def precompute_original_side(funcs: Sequence[Callable], rows: Sequence[dict[str,
     return done
 
 
-__all__ = ["BUDGET_TOKENIZER", "PromptBuilder", "TrainingError", "check_init", "check_target_modules", "gold_of",
+__all__ = ["PromptBuilder", "TrainingError", "check_init", "check_target_modules", "gold_of",
            "is_main_process", "command_line", "load_policy", "lora_config", "policy_device", "precompute_original_side",
            "quiet_libraries", "save_compressor", "say", "training_examples", "write_json", "write_text"]

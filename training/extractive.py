@@ -42,7 +42,7 @@ import numpy as np
 
 from training.card import CURVES, LOG, SUMMARY, plot_reward_curves, read_log
 from training.checkpoints import mark_complete, rotate
-from training.common import (BUDGET_TOKENIZER, command_line, gold_of, policy_device, precompute_original_side, say,
+from training.common import (command_line, gold_of, policy_device, precompute_original_side, say,
                              training_examples, TrainingError, write_json, write_text)
 from training.recipe import Recipe
 
@@ -235,7 +235,6 @@ class Row:
 
 
 def prepare_rows(examples: Sequence[Any], tokenizer: Any, recipe: Recipe) -> list[Row]:
-    from rlpc_core import CompressorConfig
     from rlpc_core.policies.extractive import encode, word_feature_matrix
     from rlpc_core.selection import _is_math_problem
     from rlpc_core.structure import analyze, task_text
@@ -243,8 +242,8 @@ def prepare_rows(examples: Sequence[Any], tokenizer: Any, recipe: Recipe) -> lis
     from rlpc_core.units import find_units
     from rlpc_core.words import split_words
 
-    config = CompressorConfig()
-    counter = get_counter(BUDGET_TOKENIZER)  # the budget tokenizer the saved compressor uses
+    config = recipe.compressor_config()  # the settings the saved compressor runs with
+    counter = get_counter(config.tokenizer)
     rows = []
     for ex in examples:
         words = split_words(ex.text)
@@ -664,9 +663,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
 
 def _selection_config(recipe: Recipe) -> Any:
     """The selection settings of the compressor this recipe trains (the one it will be used as)."""
-    from rlpc_core import CompressorConfig
-
-    return CompressorConfig().selection
+    return recipe.compressor_config().selection
 
 
 def _log_row(step: int, metrics: dict[str, Any], lr: float) -> dict[str, Any]:

@@ -630,6 +630,11 @@ class Recipe(_Section):
     extractive: ExtractiveSection = field(default_factory=ExtractiveSection)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
+    #: The settings the trained compressor runs with, in ``rlpc_core.CompressorConfig``'s own names (``tokenizer``,
+    #: ``keep_code``, ``graph``, ``extractive``, ``selection``): training scores, budgets and selects with them and
+    #: the checkpoint saves them, so the compressor trained is the one used. ``policy``, ``rate`` and the
+    #: generative settings come from ``policy.kind``, ``target_rate`` and ``policy``. Empty: rlpc's defaults.
+    compressor: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from rlpc_core import check_rate
@@ -642,10 +647,27 @@ class Recipe(_Section):
             _fail("target_rate", self.target_rate, "must be below 1 (1 is no compression)", "use e.g. 0.5")
         if not self.rewards:
             _fail("rewards", [], "must list at least one reward", "add e.g. {name: compression}")
+        for owned, where in (("policy", "policy.kind"), ("rate", "target_rate"), ("generative", "policy")):
+            if owned in self.compressor:
+                _fail(f"compressor.{owned}", self.compressor[owned], f"is the recipe's {where}",
+                      f"set {where} instead and remove compressor.{owned}")
+        try:
+            self.compressor_config()
+        except ValueError as err:
+            _fail("compressor", self.compressor, f"is not a valid CompressorConfig ({err})",
+                  "use CompressorConfig's field names, e.g. {selection: {max_word_drop: 0.3}}")
         names = [r.name for r in self.rewards]
         if self.constraint.enabled and self.constraint.reward not in names:
             _fail("constraint.reward", self.constraint.reward, f"is not among the recipe's rewards ({', '.join(names)})",
                   "name one of them, add it to rewards, or set constraint.enabled: false")
+
+    def compressor_config(self):
+        """The :class:`rlpc_core.CompressorConfig` the trained compressor runs with (and training uses)."""
+        from rlpc_core import CompressorConfig
+
+        policy = "extractive" if self.policy.kind == "extractive" else "generative"
+        return CompressorConfig.from_dict({**self.compressor, "policy": policy, "rate": self.target_rate,
+                                           "generative": dataclasses.asdict(self.policy.generative_config())})
 
     @property
     def data_seed(self) -> int:
