@@ -115,10 +115,6 @@ class Structure:
     def count(self, kind: int) -> int:
         return int((self.kind == kind).sum())
 
-    def describe(self) -> dict[str, int]:
-        """How many words of each kind (for debugging and reports)."""
-        return {KIND_NAMES[k]: int(n) for k, n in zip(*np.unique(self.kind, return_counts=True))}
-
 
 def _lines(text: str) -> list[tuple[int, int]]:
     out, pos = [], 0

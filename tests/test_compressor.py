@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import is_subsequence, read_jsonl
-from rlpc_core import CompressionResult, Compressor, CompressorConfig, select_words
+from rlpc_core import CompressionResult, Compressor, select_words
 
 
 def check_invariants(original: str, r: CompressionResult) -> None:

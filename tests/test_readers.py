@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rlpc_core.backends import (ReaderCapabilityError, ReaderError, ReaderUnavailable, Reply, backend_kind,
+from rlpc_core.backends import (ReaderCapabilityError, ReaderError, ReaderUnavailable, backend_kind,
                                 make_backend)
 from rlpc_core.backends import openai as openai_backend
 from rlpc_core.evaluator import EvalCache, Evaluator
