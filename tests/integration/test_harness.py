@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DATA, is_subsequence, read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FILES = {
     "gsm8k": "gsm8k/test.jsonl",
     "squad": "squad_v2_dev_subset/squad_v2_dev_first5articles.jsonl",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import networkx as nx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ("rlpc_core", "langchain_rlpc", "llama_index_rlpc", "training")
 
 

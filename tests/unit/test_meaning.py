@@ -1,6 +1,6 @@
 """Compression that keeps meaning: structure, meaning units and coarse-to-fine selection on hand-written prompts.
 
-``tests/meaning/cases_*.yaml`` holds 157 prompts written for this suite (support RAG with system prompts,
+``tests/unit/meaning/cases_*.yaml`` holds 157 prompts written for this suite (support RAG with system prompts,
 policies full of negations, few-shot multiple choice, output-format instructions, JSON, code review requests,
 email threads, names, units, dates, German/French/Spanish), each with the units a careful human editor would keep
 at rate 0.5 (``must_keep``). An item counts as kept when its words survive in order; only the function words a

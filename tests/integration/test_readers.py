@@ -24,7 +24,7 @@ from rlpc_core.backends import (ReaderCapabilityError, ReaderError, ReaderUnavai
 from rlpc_core.backends import openai as openai_backend
 from rlpc_core.evaluator import EvalCache, Evaluator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOL = "smollm2-135m-instruct"
 
 

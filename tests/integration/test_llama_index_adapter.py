@@ -28,7 +28,7 @@ from conftest import DATA, read_jsonl  # noqa: E402
 from llama_index_rlpc import FIGURES, RLPCNodePostprocessor  # noqa: E402
 from rlpc_core import Compressor  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))  # the example's local model wrappers, shared with these tests
 from local_models import MiniLMEmbedding  # noqa: E402
 

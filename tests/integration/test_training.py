@@ -20,7 +20,7 @@ from training.checkpoints import MARKER, checkpoints, is_complete, latest_comple
 from training.constraint import FidelityConstraint
 from training.recipe import RecipeError, load_recipe, recipe_from_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

@@ -18,7 +18,7 @@ import torch
 from training.extractive import (bernoulli_kl, clipped_surrogate, data_positions, group_advantages, keep_offset,
                                  lr_at, mask_log_probs, sample_masks, sigmoid)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 # cheap rewards (no evaluator): the trainer's code path, not a quality run
 CHEAP = ["--set", "rewards=[{name: answer_span, weight: 2.0}, {name: compression, weight: 0.5}, "

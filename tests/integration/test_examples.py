@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import DATA, read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_compress_prompt_example_on_gsm8k():
