@@ -532,3 +532,25 @@ def test_the_card_says_when_evaluated_rows_are_the_training_rows():
     mixed = {"dataset": "gsm8k+squad", "split": "train"}
     assert "never used in training" in held_out_note({"name": "squad", "split": "heldout"}, mixed)
     assert "not a held-out figure" in held_out_note({"name": "squad", "split": "train"}, mixed)
+
+
+def test_the_readmes_own_data_commands_run_in_a_fresh_clone(tmp_path):
+    """The README's "Training on your own data" block, as written, on the files the repository ships (no ../shared);
+    only the run folders move to a temporary place and the reader is left out (it is minutes, and optional)."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Training on your own data", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert [c[:3] for c in commands] == [["python", "-m", "training.grpo"], ["python", "-m", "training.evaluate"]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for cmd in commands:
+        argv = [a.replace("runs/", f"{tmp_path}/") for a in cmd[1:]]
+        if cmd[2] == "training.evaluate":
+            argv += ["--reader", "none", "--feedback", "none", "--evaluator", "none"]
+        p = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, (cmd, p.stderr[-3000:])
+    metrics = json.loads((tmp_path / "mine-eval" / "metrics.json").read_text())
+    assert metrics["dataset"]["rows"] == 8 and {"graph", "mine", "truncate", "none"} <= set(metrics["config"]["methods"])
