@@ -155,10 +155,11 @@ class SelectionConfig:
     #: even 0.25 makes a RAG prompt's one-paragraph context keep its opening price line over the rule that answers
     #: the user ("cannot be paid out in cash"). Worth trying (0.5) for Wikipedia- or news-like documents.
     lead_bonus: float = 0.0
-    #: Extra value of a sentence holding the kind of answer the question asks for: a name for "who"/"where", a
-    #: year or date for "when", a number for "how many" (``selection.asked_kind``). Off: every sentence is judged
-    #: by the words it shares with the question alone.
-    answer_type_bonus: float = 0.0
+    #: Extra value of a sentence about the question that holds the kind of answer it asks for: a name for
+    #: "who"/"where", a year or date for "when", a number for "how many" (``selection.asked_kind``). Chosen on
+    #: *train* rows with the 1.5B reader (80 per set, rates 0.33 / 0.5): +2.5 points of reader accuracy on NQ, no
+    #: row worse; SQuAD, whose questions mostly start "What", unchanged. 0 turns it off.
+    answer_type_bonus: float = 2.0
     #: A math problem (a short, plain prompt asking for a quantity) keeps its question verbatim unless the question
     #: alone would take more than this share of the budget: then its filler may go too, for the facts' sake.
     math_question_share: float = 0.3

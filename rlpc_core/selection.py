@@ -8,7 +8,7 @@ sentences rather than a scatter of strong words:
    reported as missed: meaning before budget);
 2. **coarse**: the rest is cut into blocks, one per sentence and one per few-shot demonstration. Each block gets a
    value: how highly the policy ranks its words, plus how much of the question it covers (and its paragraph
-   covers). Blocks are kept in order of value, each in its *short form*, while the budget allows; a
+   covers), plus whether it holds the kind of answer the question asks for (a name for "who", a date for "when"). Blocks are kept in order of value, each in its *short form*, while the budget allows; a
    demonstration only whole, so examples are dropped whole before any word inside one is cut;
 3. **fine**: the budget left is spent putting back the best words the short forms cut.
 
@@ -318,6 +318,8 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
         typed = np.zeros(n_blocks)
         typed[np.unique(block[free & _typed(kind, words, norm, numbers, units, sent, query)])] = 1.0
         typed[is_demo] = 0.0
+        if q:  # only a sentence about the question: a name in an unrelated paragraph answers nothing
+            typed *= best_sent > 0
         value = value + config.answer_type_bonus * typed
     if structure.prior is not None:  # boilerplate and quoted history count for less
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
