@@ -8,7 +8,8 @@ sentences rather than a scatter of strong words:
    reported as missed: meaning before budget);
 2. **coarse**: the rest is cut into blocks, one per sentence and one per few-shot demonstration. Each block gets a
    value: how highly the policy ranks its words, plus how much of the question it covers (and its paragraph
-   covers), plus whether it holds the kind of answer the question asks for (a name for "who", a date for "when"). Blocks are kept in order of value, each in its *short form*, while the budget allows; a
+   covers), plus whether it holds the kind of answer the question asks for (a name for "who", a date for
+   "when"). Blocks are kept in order of value, each in its *short form*, while the budget allows; a
    demonstration only whole, so examples are dropped whole before any word inside one is cut;
 3. **fine**: the budget left is spent putting back the best words the short forms cut.
 

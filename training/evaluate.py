@@ -268,11 +268,11 @@ class CompressionStore:
         self._fh.close()
 
 
-def _has_dynamic_rate(method: Method, tokenizer: str) -> bool:
+def _has_dynamic_rate(method: Method, compressor: Any) -> bool:
     """Baselines and peers have no dynamic rate: their scores rank words, not relevant blocks."""
-    if method.runs_in != "in-process":
+    if compressor is None:
         return method.runs_in == "baseline"
-    return not getattr(_make_compressor(method, tokenizer).policy, "words_only", False)
+    return not getattr(compressor.policy, "words_only", False)  # building the policy loads no weights
 
 
 def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: Sequence[float], *, tokenizer: str,
@@ -293,6 +293,7 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
     try:
         for method in methods:
             bar.set_description(f"compress {method.label}")
+            compressor = _make_compressor(method, tokenizer) if method.runs_in == "in-process" else None
             # what the outputs depend on besides the method's name: a peer's scorer; an in-process compressor's
             # whole configuration and rlpc's version (so --resume never reuses what older code compressed)
             if method.runs_in == "peer-env":
@@ -300,12 +301,12 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
             elif method.runs_in == "in-process":
                 from rlpc_core import __version__
 
-                extra = json.dumps([__version__, _make_compressor(method, tokenizer).config.to_dict()], sort_keys=True)
+                extra = json.dumps([__version__, compressor.config.to_dict()], sort_keys=True)
             else:
                 extra = ""
             jobs: dict[str, tuple[float, Example]] = {}
             users: dict[str, list[int]] = {}
-            method_rates = [r for r in rates if r != AUTO or _has_dynamic_rate(method, tokenizer)]
+            method_rates = [r for r in rates if r != AUTO or _has_dynamic_rate(method, compressor)]
             for rate in method_rates:
                 for i, e in enumerate(examples):
                     k = store.key(method, rate, e.text, _query(e), extra)
@@ -341,7 +342,6 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
                 info[method.label] = {"runs_in": "peer-env", "scorer": scorer,
                                       **(run if run is not None else {"peak_mb": None, "resumed": True})}
             else:
-                compressor = _make_compressor(method, tokenizer)
                 done = {}
                 with PeakRSS() as mem:
                     # warm-up: loads the policy's model and tokenizer once, outside every measured row

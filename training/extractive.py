@@ -695,7 +695,6 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
     import torch
     from tqdm.auto import tqdm
 
-
     device = policy_device(recipe.grpo)
     g, x = recipe.grpo, recipe.extractive
     if g.per_device_batch_size % g.num_generations:

@@ -665,8 +665,7 @@ class Recipe(_Section):
         """The :class:`rlpc_core.CompressorConfig` the trained compressor runs with (and training uses)."""
         from rlpc_core import CompressorConfig
 
-        policy = "extractive" if self.policy.kind == "extractive" else "generative"
-        return CompressorConfig.from_dict({**self.compressor, "policy": policy, "rate": self.target_rate,
+        return CompressorConfig.from_dict({**self.compressor, "policy": self.policy.kind, "rate": self.target_rate,
                                            "generative": dataclasses.asdict(self.policy.generative_config())})
 
     @property
