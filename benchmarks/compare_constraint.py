@@ -15,7 +15,6 @@ once the policies differ).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from training.card import read_log
 from training.common import write_json, write_text
-from training.recipe import RecipeError, add_recipe_arguments, recipe_from_args
+from training.recipe import RecipeError, recipe_from_args, training_parser, trl_overrides
 
 RUNS = (("constrained", "true"), ("fixed", "false"))
 
@@ -118,8 +117,7 @@ def plot(logs: dict[str, list[dict[str, Any]]], fidelity: str, target: float, pn
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from training import grpo
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compare_constraint", description=__doc__.split("\n\n")[0])
-    add_recipe_arguments(p)
+    p = training_parser("grpo", prog="python -m benchmarks.compare_constraint", description=__doc__.split("\n\n")[0])
     p.add_argument("--init", type=Path, default=None, help="SFT folder both runs start from")
     p.add_argument("--window", type=int, default=10, help="logged steps averaged for first/last figures")
     args = p.parse_args(argv)
@@ -131,11 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not any(r.name == recipe.constraint.reward for r in recipe.rewards):
         print(f"error: constraint.reward={recipe.constraint.reward!r} is not among the rewards", file=sys.stderr)
         return 2
-    passthrough = ["--recipe", str(args.recipe)] + [x for o in args.overrides for x in ("--set", o)]
-    if args.seed is not None:
-        passthrough += ["--seed", str(args.seed)]
-    if args.max_steps is not None:
-        passthrough += ["--max-steps", str(args.max_steps)]
+    sets = [*args.overrides, *trl_overrides(args, "grpo")]
+    passthrough = ["--recipe", str(args.recipe)] + [x for o in sets for x in ("--set", o)]
     if args.init is not None:
         passthrough += ["--init", str(args.init)]
     logs = {}
@@ -149,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for item in recipe.rewards:
         base.setdefault(item.name, item.weight)
     fidelity, target = recipe.constraint.reward, recipe.constraint.target
-    result = {"recipe": recipe.name, "seed": recipe.seed, "steps": recipe.grpo.steps, "fidelity_reward": fidelity,
+    result = {"recipe": recipe.name, "seed": recipe.seed, "steps": recipe.grpo.max_steps, "fidelity_reward": fidelity,
               "target": target, "window": args.window, "base_weights": base,
               "runs": {n: run_summary(rows, base, fidelity, target, args.window) for n, rows in logs.items()},
               "command": " ".join(["python -m benchmarks.compare_constraint", *(argv if argv is not None else sys.argv[1:])])}

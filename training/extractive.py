@@ -19,8 +19,8 @@ policy gives every word a logit ``z``. One step:
    ``fidelity``, ``compression``, ...), summed with the recipe's weights. A reward named by
    ``constraint.reward`` can be a Lagrange-constrained one (:class:`training.constraint.FidelityConstraint`).
 3. **Advantages.** GRPO's: rewards normalised within each prompt's group, ``(r - mean) / (std + 1e-4)``.
-4. **Update.** ``update_epochs`` passes of the clipped surrogate over the free (unprotected) words, per-word
-   ratio ``pi(m_i) / pi_old(m_i)`` clipped to ``1 +- clip_epsilon`` as in trl's token-level GRPO loss, plus
+4. **Update.** ``grpo.num_iterations`` passes of the clipped surrogate over the free (unprotected) words, per-word
+   ratio ``pi(m_i) / pi_old(m_i)`` clipped to ``1 +- grpo.epsilon`` as in trl's token-level GRPO loss, plus
    ``beta`` times the exact Bernoulli KL to the starting policy (each at its own calibrated offset).
 
 Checkpoints are ``checkpoint-N`` folders (adapter + head, optimizer state in safetensors, no pickle) that count
@@ -143,9 +143,14 @@ def bernoulli_kl(logits_new: Any, offset_new: Any, logits_ref: Any, offset_ref: 
     return (kl * w).sum() / w.sum().clamp(min=1.0)
 
 
-def lr_at(step: int, total: int, peak: float, warmup_ratio: float, schedule: str) -> float:
-    """Learning rate at ``step`` (0-based): linear warm-up, then cosine / linear decay to 0, or constant."""
-    warm = int(math.ceil(warmup_ratio * total))
+#: trl's ``lr_scheduler_type`` values the extractive trainer's own optimiser loop follows.
+SCHEDULES = ("cosine", "linear", "constant", "constant_with_warmup")
+
+
+def lr_at(step: int, total: int, peak: float, warmup: float, schedule: str) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then cosine / linear decay to 0, or constant.
+    ``warmup`` is transformers' ``warmup_steps``: below 1 a share of ``total``, else a number of steps."""
+    warm = int(math.ceil(warmup * total)) if warmup < 1 else int(warmup)
     if step < warm:
         return peak * (step + 1) / warm
     if schedule in ("constant", "constant_with_warmup"):
@@ -425,15 +430,16 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     device = policy_device(recipe.sft)
     out.mkdir(parents=True, exist_ok=True)
     (out / "rlpc.json").unlink(missing_ok=True)
-    examples = training_examples(recipe, limit=recipe.sft.bootstrap_rows)
+    examples = training_examples(recipe, limit=recipe.warmup.bootstrap_rows)
     model, tok = fresh_model(recipe, device)
     rows = prepare_rows(examples, tok, recipe)
     rates = recipe.extractive.rates
     make_labels = WARMUP_LABELS[recipe.extractive.warmup_labels]
     labels = {(i, r): make_labels(row, r) for i, row in enumerate(rows) for r in rates}
     s = recipe.sft
-    per_epoch = math.ceil(len(rows) / s.batch_size)
-    total = s.max_steps or max(1, int(round(s.epochs * per_epoch)))
+    _check_schedule("sft", s.lr_scheduler_type)
+    per_epoch = math.ceil(len(rows) / s.per_device_train_batch_size)
+    total = s.max_steps if s.max_steps > 0 else max(1, int(round(s.num_train_epochs * per_epoch)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=0.0)
     log_path = out / "sft_log.jsonl"
@@ -444,10 +450,10 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
     losses = []
     bar = tqdm(range(total), desc="extractive warm-up", unit="step")
     for step in bar:
-        idx = data_positions(step, s.batch_size, len(rows), recipe.data_seed)
+        idx = data_positions(step, s.per_device_train_batch_size, len(rows), recipe.data_seed)
         rate = rates[step % len(rates)]
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, s.learning_rate, 0.03, "cosine")
+            group["lr"] = lr_at(step, total, s.learning_rate, s.warmup_steps, s.lr_scheduler_type)
         batch = [rows[i] for i in idx]
         logits = forward_rows(model, batch, device)
         loss = 0.0
@@ -462,7 +468,7 @@ def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:
         loss = loss / len(batch)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.extractive.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
         opt.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
@@ -559,7 +565,7 @@ def _ratio(rows: Sequence[Row], masks: Sequence[np.ndarray]) -> float:
 
 def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, rows: Sequence[Row], idx: Sequence[int],
               bank: RewardBank, recipe: Recipe, step: int, optimizer: Any, params: Sequence[Any], device: str) -> dict[str, Any]:
-    """One step: rollouts, rewards, group advantages, ``update_epochs`` clipped updates. Returns the metrics."""
+    """One step: rollouts, rewards, group advantages, ``num_iterations`` clipped updates. Returns the metrics."""
     import torch
 
     g = recipe.grpo
@@ -605,7 +611,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
             ref_offsets.append(keep_offset(ref_logits[i], row.costs, free, room))
     metrics: dict[str, Any] = {"rate": rate}
     rewards = score_masks(bank, rate, batch, masks, metrics)
-    adv = group_advantages(rewards, scale=x.scale_rewards)
+    adv = group_advantages(rewards, scale=g.scale_rewards != "none")
     metrics["reward"] = float(rewards.mean())
     metrics["reward_std"] = float(rewards.std(axis=1, ddof=1).mean())
     metrics["compression_ratio"] = _ratio(batch, masks)
@@ -627,12 +633,12 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
 
     logp_old = [action_logp(k, t(z))[0] for k, z in enumerate(old)]
     losses, clips, kls = [], [], []
-    for _ in range(x.update_epochs):
+    for _ in range(g.num_iterations):
         new = forward_rows(model, batch, device)
         loss = 0.0
         for k, (row, z) in enumerate(zip(batch, new)):
             logp, free = action_logp(k, z)
-            pg, clip = clipped_surrogate(logp, logp_old[k], t(adv[k]), free, x.clip_epsilon)
+            pg, clip = clipped_surrogate(logp, logp_old[k], t(adv[k]), free, g.epsilon)
             term = pg
             if ref_model is not None and g.beta > 0:
                 bl = blocks[k]
@@ -649,7 +655,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
         loss = loss / len(batch)
         optimizer.zero_grad()
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, x.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, g.max_grad_norm)
         optimizer.step()
         losses.append(float(loss.detach()))
     metrics.update({"loss": float(np.mean(losses)), "clip_fraction": float(np.mean(clips)),
@@ -690,6 +696,27 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, recipe: Re
     return folder
 
 
+def _check_schedule(stage: str, schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise TrainingError(f"{stage}.lr_scheduler_type={schedule!r}: the extractive trainer follows {', '.join(SCHEDULES)}; "
+                            "use cosine")
+
+
+def check_extractive_grpo(g: Any) -> None:
+    """The grpo settings the extractive trainer reads, beyond trl's own checks."""
+    if g.per_device_train_batch_size % g.num_generations:
+        raise TrainingError(f"grpo.per_device_train_batch_size={g.per_device_train_batch_size} is not a multiple of "
+                            f"num_generations={g.num_generations}: it counts masks per step (prompts x G); use e.g. "
+                            f"{2 * g.num_generations}")
+    if g.scale_rewards not in ("group", "none"):
+        raise TrainingError(f"grpo.scale_rewards={g.scale_rewards!r}: the extractive trainer scales within each "
+                            "prompt's group (group) or not at all (none, Dr. GRPO); use one of those")
+    if g.max_steps < 1:
+        raise TrainingError(f"grpo.max_steps={g.max_steps}: the extractive trainer runs a number of steps; set "
+                            "grpo.max_steps (e.g. 150)")
+    _check_schedule("grpo", g.lr_scheduler_type)
+
+
 def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Optional[Path]) -> dict[str, Any]:
     """The whole run (see the module docstring); returns the training summary."""
     import torch
@@ -697,11 +724,8 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
 
     device = policy_device(recipe.grpo)
     g, x = recipe.grpo, recipe.extractive
-    if g.per_device_batch_size % g.num_generations:
-        raise TrainingError(f"grpo.per_device_batch_size={g.per_device_batch_size} is not a multiple of "
-                            f"num_generations={g.num_generations}: it counts masks per step (prompts x G); use e.g. "
-                            f"{2 * g.num_generations}")
-    prompts_per_step = g.per_device_batch_size // g.num_generations
+    check_extractive_grpo(g)
+    prompts_per_step = g.per_device_train_batch_size // g.num_generations
     torch.manual_seed(recipe.seed)
     if init is not None:
         model, tok = load_trainable(init, device)
@@ -737,22 +761,22 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
     ref_logits: dict[int, np.ndarray] = {}
     log_path = out / LOG
     started = time.time()
-    bar = tqdm(range(start, g.steps), desc="extractive GRPO", unit="step", initial=start, total=g.steps)
+    bar = tqdm(range(start, g.max_steps), desc="extractive GRPO", unit="step", initial=start, total=g.max_steps)
     for step in bar:
-        lr = lr_at(step, g.steps, g.learning_rate, g.warmup_ratio, g.lr_scheduler)
+        lr = lr_at(step, g.max_steps, g.learning_rate, g.warmup_steps, g.lr_scheduler_type)
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = data_positions(step, prompts_per_step, len(rows), recipe.data_seed)
         metrics = grpo_step(model, ref_logits, ref_model, rows, idx, bank, recipe, step, optimizer, params, device)
         done = step + 1
-        if done % g.logging_steps == 0 or done == g.steps:
+        if done % g.logging_steps == 0 or done == g.max_steps:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(_log_row(done, metrics, lr)) + "\n")
         post = {"reward": f"{metrics['reward']:.3f}", "ratio": f"{metrics['compression_ratio']:.2f}"}
         if metrics.get("kl") is not None:
             post["kl"] = f"{metrics['kl']:.4f}"
         bar.set_postfix(post, refresh=False)
-        if done % g.save_steps == 0 and done < g.steps:
+        if done % g.save_steps == 0 and done < g.max_steps:
             save_checkpoint(out, done, model, optimizer, recipe, bank)
     seconds = time.time() - started
     model.eval()
@@ -766,10 +790,10 @@ def train_grpo(recipe: Recipe, out: Path, init: Optional[Path], resume_from: Opt
         "target_rate": list(x.rates), "action": x.action, "rewards": ", ".join(f"{r.name} ({r.weight:g})" for r in recipe.rewards),
         "constraint": (f"on `{recipe.constraint.reward}`: target {recipe.constraint.target}; final lambda "
                        f"{bank.constraint.lam:.3f}" if bank.constraint is not None else "off"),
-        "steps": g.steps, "steps_done": g.steps, "steps_this_session": g.steps - start,
+        "steps": g.max_steps, "steps_done": g.max_steps, "steps_this_session": g.max_steps - start,
         "num_generations": g.num_generations, "prompts_per_step": prompts_per_step, "processes": 1,
         "device": device, "train_seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / max(1, g.steps - start), 3),
+        "seconds_per_step": round(seconds / max(1, g.max_steps - start), 3),
         "final_means": final_means(read_log(log_path)), "lambda": bank.constraint.lam if bank.constraint else None,
         "versions": f"torch {torch.__version__}", "command": command_line(),
     }

@@ -7,7 +7,8 @@
 
 What a run does, in order:
 
-1. builds the recipe (``--recipe`` + ``--set key=value`` + ``--seed`` / ``--max-steps``) and refuses held-out
+1. builds the recipe (``--recipe`` + ``--set key=value`` + any GRPOConfig flag given, e.g. ``--max-steps``,
+   ``--learning_rate``, ``--seed``; ``--help`` lists them) and refuses held-out
    splits; an extractive recipe (``--policy extractive``) goes to its own trainer, :mod:`training.extractive`,
    with the same run folder, checkpoint, resume, log, curves and card conventions;
 2. turns the training rows into trl's conversational prompt dataset: ``prompt`` is
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import shutil
 import sys
@@ -48,7 +48,7 @@ from training.common import (command_line, gold_of, is_main_process, load_policy
                              precompute_original_side, PromptBuilder, quiet_libraries, save_compressor, say, training_examples,
                              TrainingError, write_json, write_text)
 from training.data import DataError
-from training.recipe import Recipe, RecipeError, add_recipe_arguments, parse_yaml, recipe_from_args
+from training.recipe import Recipe, RecipeError, parse_yaml, recipe_from_args, training_parser
 
 RUN_FILE = "run.json"
 CONSTRAINT_FILE = "rlpc_constraint.json"
@@ -227,28 +227,12 @@ def _truncate_log(path: Path, last_step: int) -> None:
 
 
 def grpo_config(recipe: Recipe, out: Path, weights: Sequence[float]) -> Any:
-    from trl import GRPOConfig
-
-    g = recipe.grpo
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    generation_batch = g.per_device_batch_size * world * g.gradient_accumulation_steps
-    if generation_batch % g.num_generations:
-        raise TrainingError(f"grpo.per_device_batch_size={g.per_device_batch_size} x {world} process(es) x "
-                            f"gradient_accumulation_steps={g.gradient_accumulation_steps} = {generation_batch} "
-                            f"completions per step, not a multiple of num_generations={g.num_generations}: every "
-                            "group needs all its completions; make per_device_batch_size a multiple of "
-                            f"{g.num_generations // math.gcd(g.num_generations, world * g.gradient_accumulation_steps)}")
-    return GRPOConfig(
-        output_dir=str(out), seed=recipe.seed, max_steps=g.steps, learning_rate=g.learning_rate,
-        lr_scheduler_type=g.lr_scheduler, warmup_steps=float(g.warmup_ratio), num_generations=g.num_generations,
-        per_device_train_batch_size=g.per_device_batch_size, gradient_accumulation_steps=g.gradient_accumulation_steps,
-        max_completion_length=g.max_completion_length, beta=g.beta, temperature=g.temperature, top_p=g.top_p,
-        save_strategy="steps", save_steps=g.save_steps, save_total_limit=g.save_total_limit,
-        logging_steps=g.logging_steps, use_cpu=g.use_cpu, bf16=g.bf16, fp16=False,
-        activation_checkpointing=g.gradient_checkpointing, reward_weights=list(weights), report_to="none",
-        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False, **g.trl_args,
-    )
+    """trl's GRPOConfig: the recipe's grpo section as written, plus what the run owns (folder, seed, weights)."""
+    try:
+        return recipe.grpo.build(out, seed=recipe.seed, reward_weights=list(weights))
+    except ValueError as err:  # a check that depends on this launch (the process count, the device)
+        raise TrainingError(f"grpo: {err} (trl's GRPOConfig check, for this launch); fix the grpo section or the "
+                            "launch") from None
 
 
 # ---------------------------------------------------------------- the run
@@ -341,7 +325,7 @@ def _summary(recipe, init, trainer, examples, funcs, weights, constraint, second
 
     from training.card import final_means, read_log
 
-    g = recipe.grpo
+    g = trainer.args
     world = trainer.accelerator.num_processes
     rewards = ", ".join(f"{getattr(f, '__name__', '?')} ({w:g})" for f, w in zip(funcs, weights))
     c = recipe.constraint
@@ -352,9 +336,9 @@ def _summary(recipe, init, trainer, examples, funcs, weights, constraint, second
         "init": str(init) if init else None, "dataset": recipe.data.dataset, "split": recipe.data.split,
         "train_rows": len(examples), "data_seed": recipe.data_seed, "seed": recipe.seed,
         "target_rate": recipe.target_rate, "rewards": rewards, "constraint": constraint_text,
-        "steps": g.steps, "steps_done": trainer.state.global_step, "steps_this_session": steps_run,
+        "steps": g.max_steps, "steps_done": trainer.state.global_step, "steps_this_session": steps_run,
         "num_generations": g.num_generations,
-        "prompts_per_step": g.per_device_batch_size * world * g.gradient_accumulation_steps // g.num_generations,
+        "prompts_per_step": g.per_device_train_batch_size * world * g.gradient_accumulation_steps // g.num_generations,
         "processes": world, "device": str(trainer.accelerator.device),
         "train_seconds": round(seconds, 1), "seconds_per_step": round(seconds / steps_run, 3) if steps_run else None,
         "final_means": final_means(read_log(Path(trainer.args.output_dir) / LOG)),
@@ -366,8 +350,7 @@ def _summary(recipe, init, trainer, examples, funcs, weights, constraint, second
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.grpo", description=__doc__.split("\n\n")[0])
-    add_recipe_arguments(p)
+    p = training_parser("grpo", prog="python -m training.grpo", description=__doc__.split("\n\n")[0])
     p.add_argument("--init", type=Path, default=None,
                    help="SFT output folder whose LoRA adapter GRPO continues (default: a fresh adapter)")
     p.add_argument("--resume", action="store_true",

@@ -22,6 +22,7 @@ import difflib
 import json
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,9 @@ class _Section:
         unknown = [k for k in data if k not in names]
         if unknown:
             key = unknown[0]
+            if _join(path, key) in RENAMED:
+                raise RecipeError(f"recipe key {_join(path, key)!r} is now {RENAMED[_join(path, key)]}; rename it in "
+                                  "the recipe")
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise RecipeError(f"unknown recipe key {_join(path, key)!r}{hint}: valid keys under {path or 'the top level'}"
@@ -156,6 +160,8 @@ class _Section:
             kind = hints[f.name]
             if isinstance(kind, type) and issubclass(kind, _Section):
                 values[f.name] = kind.from_dict(data[f.name], sub)
+            elif kind is TrlSettings:
+                values[f.name] = TrlSettings.from_dict(f.name, data[f.name])
             elif f.name == "rewards":
                 values[f.name] = _rewards_from(data[f.name], sub)
             else:
@@ -168,6 +174,8 @@ class _Section:
             value = getattr(self, f.name)
             if isinstance(value, _Section):
                 value = value.to_dict()
+            elif isinstance(value, TrlSettings):
+                value = copy.deepcopy(dict(value))
             elif isinstance(value, tuple):
                 value = [v.to_dict() if isinstance(v, _Section) else v for v in value]
             elif isinstance(value, dict):
@@ -358,151 +366,188 @@ class ConstraintSection(_Section):
 
 
 @dataclass(frozen=True)
-class SFTSection(_Section):
-    """Supervised warm-up on (prompt, compressed) pairs with trl's SFTTrainer and a LoRA adapter."""
+class WarmupSection(_Section):
+    """Where the supervised warm-up's (prompt, compressed) pairs come from (trl's SFTTrainer trains on them)."""
 
-    _path = "sft"
+    _path = "warmup"
     #: ``bootstrap`` (the graph policy's compressions of training questions, kept where the rewards are high) or
     #: a JSONL path with ``original``, ``compressed`` (and optional ``question``) per line.
     pairs: str = "bootstrap"
-    #: Training questions the graph policy compresses when bootstrapping (before filtering).
+    #: Training questions the graph policy compresses when bootstrapping (before filtering); the extractive
+    #: warm-up's rows.
     bootstrap_rows: int = 200
     #: A bootstrapped pair is kept only if its compression reward (1.0 at the target rate) is at least this, its
     #: protected coverage is 1.0 and its format is clean.
     min_compression: float = 0.8
-    #: Passes over the pairs (the reference: 10 over 25 pairs; bootstrapping gives more pairs, so fewer passes).
-    epochs: float = 2.0
-    #: LoRA learning rate (the reference's 2e-4 is the usual LoRA SFT value).
-    learning_rate: float = 2e-4
-    #: Pairs per device per step.
-    batch_size: int = 4
-    #: Micro-batches per optimizer step (effective batch = batch_size x this x processes).
-    gradient_accumulation_steps: int = 1
-    #: Longest tokenized (prompt + completion); longer pairs are truncated by trl.
-    max_length: int = 512
-    #: Stop after this many steps (null: run the epochs). ``--max-steps`` sets it.
-    max_steps: Optional[int] = None
-    #: Log (and write an sft_log.jsonl line) every this many steps.
-    logging_steps: int = 5
-    #: bf16 mixed precision (GPUs), as in the grpo section.
-    bf16: bool = False
-    #: Train on the CPU even where a GPU is present.
-    use_cpu: bool = False
-    #: Recompute activations in the backward pass (memory for time; for Phi-3 on a GPU).
-    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        _at_least("sft.bootstrap_rows", self.bootstrap_rows, 1, "use e.g. 200")
-        _between("sft.min_compression", self.min_compression, -1.0, 1.0, "use e.g. 0.8")
-        _positive("sft.epochs", self.epochs, "use e.g. 2")
-        _positive("sft.learning_rate", self.learning_rate, "use e.g. 2e-4")
-        _at_least("sft.batch_size", self.batch_size, 1, "use e.g. 4")
-        _at_least("sft.gradient_accumulation_steps", self.gradient_accumulation_steps, 1, "use 1")
-        _at_least("sft.max_length", self.max_length, 16, "use e.g. 512")
-        if self.max_steps is not None:
-            _at_least("sft.max_steps", self.max_steps, 1, "use a positive number or null")
-        _at_least("sft.logging_steps", self.logging_steps, 1, "use e.g. 5")
+        _at_least("warmup.bootstrap_rows", self.bootstrap_rows, 1, "use e.g. 200")
+        _between("warmup.min_compression", self.min_compression, -1.0, 1.0, "use e.g. 0.8")
+
+
+# ---------------------------------------------------------------- trl's own settings: the grpo and sft sections
+
+#: The trl config class behind each section: a section's keys are that class's field names, unchanged, and trl
+#: (with transformers' ``TrainingArguments``) checks them. ``python -m training.grpo --help`` lists them all.
+TRL_CLASSES = {"grpo": "GRPOConfig", "sft": "SFTConfig"}
+#: rlpc's values where they differ from trl's defaults: the reference design's (learning rate, G, beta), what 2
+#: CPU cores need (float32, no activation checkpointing), and a log line per step. A recipe's own values win.
+TRL_DEFAULTS = {
+    "grpo": {"max_steps": 150, "learning_rate": 5e-6, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
+             "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 48, "beta": 0.001,
+             "save_steps": 25, "save_total_limit": 3, "logging_steps": 1, "bf16": False,
+             "activation_checkpointing": False, "report_to": "none", "disable_tqdm": False,
+             "dataloader_num_workers": 0},
+    "sft": {"num_train_epochs": 2.0, "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
+            "per_device_train_batch_size": 4, "max_length": 512, "logging_steps": 5, "save_strategy": "no",
+            "bf16": False, "activation_checkpointing": False, "report_to": "none", "dataloader_num_workers": 0},
+}
+#: Fields a run sets from elsewhere, with where.
+TRL_OWNED = {"output_dir": "--out", "seed": "the recipe's top-level seed (or --seed)",
+             "reward_weights": "each reward's weight in rewards"}
+#: Keys of earlier rlpc recipes, with their trl names: an old recipe fails with the rename to make.
+RENAMED = {
+    "grpo.steps": "grpo.max_steps", "grpo.lr_scheduler": "grpo.lr_scheduler_type",
+    "grpo.warmup_ratio": "grpo.warmup_steps (a value below 1 is a share of the steps)",
+    "grpo.per_device_batch_size": "grpo.per_device_train_batch_size",
+    "grpo.trl_args": "grpo itself (every GRPOConfig field goes straight in the grpo section)",
+    "sft.epochs": "sft.num_train_epochs", "sft.batch_size": "sft.per_device_train_batch_size",
+    "sft.pairs": "warmup.pairs", "sft.bootstrap_rows": "warmup.bootstrap_rows",
+    "sft.min_compression": "warmup.min_compression", "extractive.clip_epsilon": "grpo.epsilon",
+    "extractive.update_epochs": "grpo.num_iterations", "extractive.max_grad_norm": "grpo.max_grad_norm",
+    "extractive.scale_rewards": "grpo.scale_rewards (group, or none for Dr. GRPO's centred advantages)",
+}
+_SIMPLE = (bool, int, float, str)
+
+
+def trl_class(stage: str) -> Any:
+    import trl
+
+    return getattr(trl, TRL_CLASSES[stage])
+
+
+def _check_trl_type(path: str, value: Any, kind: Any) -> None:
+    """The check trl's dataclasses leave out: a value of the declared simple type (YAML ints pass for floats)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        simple = [a for a in args if a in _SIMPLE]
+        if len(simple) != len([a for a in args if a is not type(None)]):
+            return  # a union with an enum, list or dict: trl converts and checks it
+        kind = simple[0] if len(simple) == 1 else None
+    if kind is bool and not isinstance(value, bool):
+        _fail(path, value, "must be true or false", "write true or false")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        _fail(path, value, "must be an integer", "write a whole number, e.g. 4")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        _fail(path, value, "must be a finite number", "write a number, e.g. 0.5 or 5e-6")
+    if kind is str and not isinstance(value, str):
+        _fail(path, value, "must be a string", "write a name")
+
+
+class TrlSettings(Mapping):
+    """One of trl's config classes as a recipe section: the values set (rlpc's defaults, then the recipe's), by
+    trl's own field names; an attribute not set reads trl's default."""
+
+    def __init__(self, stage: str, values: Mapping[str, Any]):
+        self._stage, self._values = stage, dict(values)
+
+    @classmethod
+    def from_dict(cls, stage: str, data: Any) -> "TrlSettings":
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise RecipeError(f"{stage}={data!r} must be a mapping of trl {TRL_CLASSES[stage]} fields; write key: "
+                              "value pairs under it")
+        config = trl_class(stage)
+        fields = {f.name: f for f in dataclasses.fields(config) if f.init}
+        hints = typing.get_type_hints(config)
+        for key, value in data.items():
+            path = f"{stage}.{key}"
+            if path in RENAMED:
+                raise RecipeError(f"recipe key {path!r} is now {RENAMED[path]}; rename it in the recipe")
+            if key in TRL_OWNED:
+                _fail(path, value, "is set by the run, not the recipe", f"use {TRL_OWNED[key]}")
+            if key not in fields:
+                close = difflib.get_close_matches(str(key), list(fields), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise RecipeError(f"unknown recipe key {path!r}{hint}: the {stage} section takes trl's "
+                                  f"{config.__name__} field names (python -m training.{stage} --help lists them)")
+            _check_trl_type(path, value, hints[key])
+        settings = cls(stage, {**TRL_DEFAULTS[stage], **copy.deepcopy(dict(data))})
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        """trl's own checks (run device-free: the device is chosen when training starts), then rlpc's rules."""
+        s = self._stage
+        try:
+            self.build(output_dir=None, device_free=True)
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"{s}: {err} (trl's {TRL_CLASSES[s]} check); fix the {s} section") from None
         if self.bf16 and self.use_cpu:
-            _fail("sft.bf16", True, "with use_cpu is ~3x slower than float32 on these CPUs", "set bf16: false")
+            _fail(f"{s}.bf16", True, "with use_cpu is ~3x slower than float32 on these CPUs", "set bf16: false")
+        if s == "grpo":
+            _between("grpo.beta", self.beta, 0.0, 10.0, "use e.g. 0.001 (0 disables the KL term)")
+            _between("grpo.epsilon", self.epsilon, 0.0, 1.0, "use e.g. 0.2", lo_open=True)
+            _choice("grpo.scale_rewards", str(self.scale_rewards), ("group", "batch", "none"))
+            if self.use_vllm and self.use_cpu:
+                _fail("grpo.use_vllm", True, "needs a GPU, but use_cpu is true", "set use_vllm: false on CPUs")
 
+    def build(self, output_dir: Optional[Union[str, Path]], device_free: bool = False, **owned: Any) -> Any:
+        """trl's config object; ``device_free`` checks the values without asking for the device they name."""
+        values = {**self._values, **owned}
+        if device_free:
+            values["use_cpu"] = True  # bf16 on a machine without a GPU is refused only for a run that would use one
+        import warnings
 
-@dataclass(frozen=True)
-class GRPOSection(_Section):
-    """trl ``GRPOConfig`` settings (the reference design's values where it had them)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return trl_class(self._stage)(output_dir=None if output_dir is None else str(output_dir), **values)
 
-    _path = "grpo"
-    #: Optimizer steps (``max_steps``). Each step samples ``per_device_batch_size * processes *
-    #: gradient_accumulation_steps / num_generations`` prompts.
-    steps: int = 150
-    #: The reference's 5e-6 with a cosine schedule and 10% warm-up.
-    learning_rate: float = 5e-6
-    #: Learning-rate schedule (transformers' ``lr_scheduler_type``).
-    lr_scheduler: str = "cosine"
-    #: Share of the steps spent warming the learning rate up from 0.
-    warmup_ratio: float = 0.1
-    #: G, completions sampled per prompt; advantages are normalised within each group (the reference: 4).
-    num_generations: int = 4
-    #: Completions (not prompts) per device per micro-step (trl's ``per_device_train_batch_size``): 2 prompts x
-    #: G=4 is 8 on one process.
-    per_device_batch_size: int = 8
-    #: Micro-steps per optimizer step; trl generates for all of them at once (``steps_per_generation``).
-    gradient_accumulation_steps: int = 1
-    #: Longest completion in policy tokens. A GSM8K question is ~45 words (~60 tokens); half of it fits in 48.
-    max_completion_length: int = 48
-    #: KL coefficient against the starting policy (the reference: 0.001; 0 skips the reference forward pass).
-    beta: float = 0.001
-    #: Sampling temperature of the rollouts (1.0: the policy's own distribution, what GRPO's ratio assumes).
-    temperature: float = 1.0
-    #: Nucleus sampling of the rollouts (1.0: off, so the sampled policy is the trained one).
-    top_p: float = 1.0
-    #: Checkpoint every this many steps (each a complete, resumable checkpoint-N folder).
-    save_steps: int = 25
-    #: Keep at most this many checkpoints (null: all).
-    save_total_limit: Optional[int] = 3
-    #: Log (and write a log.jsonl line) every this many steps.
-    logging_steps: int = 1
-    #: Train on the CPU even where a GPU is present.
-    use_cpu: bool = False
-    #: bf16 mixed precision (GPUs; ~3x slower than float32 on the CPUs here, so refused with use_cpu).
-    bf16: bool = False
-    #: Recompute activations in the backward pass: less memory, ~30% more time. Worth it for Phi-3 on a GPU.
-    gradient_checkpointing: bool = False
-    #: Generate rollouts with vLLM (``pip install trl[vllm]``, GPUs only). ``colocate`` runs vLLM inside each
-    #: training process, sharing its GPU (``vllm_gpu_memory_utilization`` of it); ``server`` uses ``trl
-    #: vllm-serve`` on separate GPUs. The option for large runs: generation dominates GRPO's time.
-    use_vllm: bool = False
-    #: ``colocate`` (vLLM in each training process) or ``server`` (``trl vllm-serve`` on other GPUs).
-    vllm_mode: str = "colocate"
-    #: Share of each GPU vLLM may take in colocate mode (the rest is for training and the evaluator).
-    vllm_gpu_memory_utilization: float = 0.3
-    #: Any other ``GRPOConfig`` field, passed through as is (e.g. ``{loss_type: dr_grpo, top_k: 50}``).
-    trl_args: dict = field(default_factory=dict)
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._values:
+            return self._values[name]
+        for f in dataclasses.fields(trl_class(self._stage)):
+            if f.name == name:
+                return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        raise AttributeError(f"trl's {TRL_CLASSES[self._stage]} has no field {name!r}")
 
-    def __post_init__(self) -> None:
-        _at_least("grpo.steps", self.steps, 1, "use e.g. 150")
-        _positive("grpo.learning_rate", self.learning_rate, "use e.g. 5e-6")
-        _choice("grpo.lr_scheduler", self.lr_scheduler, ("cosine", "linear", "constant", "constant_with_warmup"))
-        _between("grpo.warmup_ratio", self.warmup_ratio, 0.0, 1.0, "use e.g. 0.1", hi_open=True)
-        _at_least("grpo.num_generations", self.num_generations, 2, "GRPO compares completions within a group: use 4")
-        _at_least("grpo.per_device_batch_size", self.per_device_batch_size, 1, "use prompts x num_generations, e.g. 8")
-        _at_least("grpo.gradient_accumulation_steps", self.gradient_accumulation_steps, 1, "use 1")
-        _at_least("grpo.max_completion_length", self.max_completion_length, 1, "use e.g. 48")
-        _between("grpo.beta", self.beta, 0.0, 10.0, "use e.g. 0.001 (0 disables the KL term)")
-        _positive("grpo.temperature", self.temperature, "use 1.0")
-        _between("grpo.top_p", self.top_p, 0.0, 1.0, "use 1.0", lo_open=True)
-        _at_least("grpo.save_steps", self.save_steps, 1, "use e.g. 25")
-        if self.save_total_limit is not None:
-            _at_least("grpo.save_total_limit", self.save_total_limit, 1, "use e.g. 3, or null to keep all")
-        _at_least("grpo.logging_steps", self.logging_steps, 1, "use 1")
-        _choice("grpo.vllm_mode", self.vllm_mode, ("colocate", "server"))
-        _between("grpo.vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, 0.0, 1.0, "use e.g. 0.3",
-                 lo_open=True)
-        if self.bf16 and self.use_cpu:
-            _fail("grpo.bf16", True, "with use_cpu is ~3x slower than float32 on these CPUs", "set bf16: false")
-        if self.use_vllm and self.use_cpu:
-            _fail("grpo.use_vllm", True, "needs a GPU, but use_cpu is true", "set use_vllm: false on CPUs")
-        owned = {"output_dir", "max_steps", "reward_weights", "seed", "num_generations", "learning_rate",
-                 "per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "beta"}
-        clash = sorted(owned & set(self.trl_args))
-        if clash:
-            _fail("grpo.trl_args", self.trl_args, f"sets {clash}, which the recipe owns",
-                  "set them through their grpo.* keys (or --out / --seed / --max-steps)")
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, TrlSettings) and (self._stage, self._values) == (other._stage, other._values)
+
+    def __hash__(self) -> int:
+        return hash((self._stage, json.dumps(self._values, sort_keys=True, default=str)))
+
+    def __repr__(self) -> str:
+        return f"TrlSettings({TRL_CLASSES[self._stage]}, {self._values!r})"
 
 
 @dataclass(frozen=True)
 class ExtractiveSection(_Section):
-    """Settings of the extractive policy's own trainer (:mod:`training.extractive`); the ``grpo`` section gives
-    the steps, learning rate and schedule, G (``num_generations``), completions per step, beta and checkpoints."""
+    """Settings of the extractive policy's own trainer (:mod:`training.extractive`) that trl has no field for; the
+    ``grpo`` section gives the rest in trl's names: ``max_steps``, ``learning_rate``, ``lr_scheduler_type``,
+    ``warmup_steps``, G (``num_generations``), masks per step (``per_device_train_batch_size``), ``beta``, the clip
+    range ``epsilon``, passes over each step's samples ``num_iterations``, ``scale_rewards`` (``group``, or
+    ``none`` for Dr. GRPO), ``temperature``, ``max_grad_norm`` and the checkpoints. The ``sft`` section gives the
+    warm-up's ``num_train_epochs``, ``learning_rate``, ``per_device_train_batch_size``, ``max_steps``,
+    ``max_grad_norm`` and ``logging_steps``."""
 
     _path = "extractive"
     #: Target rates; each step draws one for all its prompts, so the learned ranking serves every budget.
     rates: tuple[float, ...] = (0.33, 0.5)
-    #: PPO/GRPO clip range of the per-word probability ratio (trl's ``epsilon``).
-    clip_epsilon: float = 0.2
-    #: Passes over each step's samples (trl's ``num_iterations``): above 1, the clip starts to matter.
-    update_epochs: int = 2
-    #: Divide each group's centred rewards by their std (GRPO, trl's ``scale_rewards``) or not (Dr. GRPO).
-    scale_rewards: bool = True
     #: Hidden width of the head's MLP over [encoder state; graph features].
     head_dim: int = 128
     #: Starting share of the sentence mean in the graph prior of a fresh head (learned from there; 0 = the graph
@@ -510,8 +555,6 @@ class ExtractiveSection(_Section):
     prior_sentence_share: float = 0.0
     #: Encoder window during training (word pieces); inference uses ``ExtractiveConfig.max_length`` up to this.
     max_length: int = 512
-    #: Gradient-norm clip.
-    max_grad_norm: float = 1.0
     #: Warm-up (``python -m training.sft``) target masks at each of ``rates``: ``graph`` (the graph policy's) or
     #: ``reward-best`` (the best of the graph's mask and, for qa rows, the graph's mask with an answer-bearing
     #: sentence forced in, under the answer_span and compression rewards: the best samples of the rewards).
@@ -528,13 +571,10 @@ class ExtractiveSection(_Section):
             _fail("extractive.rates", [], "must list at least one rate", "use e.g. [0.33, 0.5]")
         for r in self.rates:
             _between("extractive.rates[]", r, 0.0, 1.0, "use rates like 0.33 or 0.5", lo_open=True, hi_open=True)
-        _between("extractive.clip_epsilon", self.clip_epsilon, 0.0, 1.0, "use e.g. 0.2", lo_open=True)
-        _at_least("extractive.update_epochs", self.update_epochs, 1, "use 1 or 2")
         _at_least("extractive.head_dim", self.head_dim, 8, "use e.g. 128")
         _at_least("extractive.max_length", self.max_length, 64, "use e.g. 512")
         if self.max_length > 512:
             _fail("extractive.max_length", self.max_length, "exceeds MiniLM's 512 positions", "use 512 or less")
-        _positive("extractive.max_grad_norm", self.max_grad_norm, "use e.g. 1.0")
         _between("extractive.prior_sentence_share", self.prior_sentence_share, 0.0, 1.0, "use e.g. 0.7", hi_open=True)
         _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph"))
         _choice("extractive.action", self.action, ("words", "blocks"))
@@ -625,8 +665,11 @@ class Recipe(_Section):
     rewards: tuple[RewardItem, ...] = (RewardItem("compression"), RewardItem("protected_coverage"),
                                        RewardItem("format"))
     constraint: ConstraintSection = field(default_factory=ConstraintSection)
-    sft: SFTSection = field(default_factory=SFTSection)
-    grpo: GRPOSection = field(default_factory=GRPOSection)
+    warmup: WarmupSection = field(default_factory=WarmupSection)
+    #: trl's ``SFTConfig`` fields for the supervised warm-up (rlpc's defaults in ``TRL_DEFAULTS``).
+    sft: TrlSettings = field(default_factory=lambda: TrlSettings.from_dict("sft", {}))
+    #: trl's ``GRPOConfig`` fields (rlpc's defaults in ``TRL_DEFAULTS``: the reference design's values).
+    grpo: TrlSettings = field(default_factory=lambda: TrlSettings.from_dict("grpo", {}))
     extractive: ExtractiveSection = field(default_factory=ExtractiveSection)
     evaluator: EvaluatorSection = field(default_factory=EvaluatorSection)
     feedback: FeedbackSection = field(default_factory=FeedbackSection)
@@ -771,15 +814,34 @@ def load_recipe(name_or_path: Union[str, Path, None] = None, overrides: Sequence
     return Recipe.from_dict(data)
 
 
-# ---------------------------------------------------------------- command-line arguments shared by sft and grpo
+# ---------------------------------------------------------------- the command line of sft and grpo
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+def training_parser(stage: str, prog: str, description: str) -> argparse.ArgumentParser:
+    """``python -m training.<stage>``'s parser: rlpc's options, then every field of trl's config class with its help
+    text (transformers' own ``HfArgumentParser``). A trl flag given (``--learning_rate 1e-5``, ``--max-steps 3``)
+    overrides the recipe's value; one not given leaves it."""
+    from transformers import HfArgumentParser
+
+    description = (f"{description} rlpc's own options (--recipe, --set, --out, ...) are listed last; the others are "
+                   f"the fields of trl's {TRL_CLASSES[stage]}, the recipe's {stage} section, by their own names.")
+    parser = HfArgumentParser(trl_class(stage), prog=prog, description=description)
+    fields = _trl_fields(stage)
+    for action in parser._actions:  # no trl default stands in for the recipe's value: only flags given are set
+        if action.dest in fields:
+            action.default, action.required = argparse.SUPPRESS, False
+    add_recipe_arguments(parser.add_argument_group("rlpc: the recipe and the run"))
+    return parser
+
+
+def _trl_fields(stage: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(trl_class(stage)) if f.init}
+
+
+def add_recipe_arguments(parser: Any) -> None:
     parser.add_argument("--recipe", help="recipe name in training/recipes (e.g. smollm2-cpu-gsm8k) or a YAML path")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value (dotted key, YAML value), e.g. --set grpo.learning_rate=1e-5; "
                              "repeatable")
-    parser.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
-    parser.add_argument("--max-steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--policy", choices=("generative", "extractive"), default=None,
                         help="override policy.kind")
     parser.add_argument("--data", default=None, metavar="SPEC",
@@ -793,13 +855,19 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, adapter, logs, card)")
 
 
+def trl_overrides(args: argparse.Namespace, stage: str) -> list[str]:
+    """The trl flags given on the command line as recipe overrides (``--seed`` is the recipe's seed)."""
+    given = {k: v for k, v in vars(args).items() if k in _trl_fields(stage)}
+    if "output_dir" in given:
+        raise RecipeError(f"--output_dir={given['output_dir']!r} is the run folder; pass it as --out")
+    # JSON is YAML: each value arrives with the type argparse gave it
+    return [f"seed={v}" if k == "seed" else f"{stage}.{k}={json.dumps(v)}" for k, v in given.items()]
+
+
 def recipe_from_args(args: argparse.Namespace, stage: str, data: Optional[Mapping[str, Any]] = None) -> Recipe:
-    """The recipe named by ``--recipe`` (or ``data``) with ``--set``, ``--seed``, ``--max-steps``, ``--policy``."""
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.max_steps is not None:
-        overrides.append(f"{'grpo.steps' if stage == 'grpo' else 'sft.max_steps'}={args.max_steps}")
+    """The recipe named by ``--recipe`` (or ``data``) with ``--set``, ``--policy``, ``--data`` and the trl flags
+    given (``--seed`` is the recipe's seed)."""
+    overrides = list(args.overrides) + trl_overrides(args, stage)
     if args.policy is not None:
         overrides.append(f"policy.kind={args.policy}")
     # JSON strings are YAML scalars: a path or an hf: id with colons arrives as the exact string given
@@ -810,6 +878,7 @@ def recipe_from_args(args: argparse.Namespace, stage: str, data: Optional[Mappin
     return load_recipe(args.recipe, overrides, data=data)
 
 
-__all__ = ["RecipeError", "ConstraintSection", "DataSection", "EvaluatorSection", "FeedbackSection", "GRPOSection", "LoraSection",
-           "PolicySection", "RECIPES_DIR", "Recipe", "RewardItem", "SFTSection", "add_recipe_arguments",
-           "apply_override", "load_recipe", "parse_yaml", "recipe_from_args", "recipe_path"]
+__all__ = ["ConstraintSection", "DataSection", "EvaluatorSection", "FeedbackSection", "LoraSection", "PolicySection",
+           "RECIPES_DIR", "RENAMED", "Recipe", "RecipeError", "RewardItem", "TRL_CLASSES", "TRL_DEFAULTS",
+           "TrlSettings", "WarmupSection", "add_recipe_arguments", "apply_override", "load_recipe", "parse_yaml",
+           "recipe_from_args", "recipe_path", "trl_class", "trl_overrides", "training_parser"]

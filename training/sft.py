@@ -4,10 +4,10 @@
     python -m training.sft --recipe phi3-gsm8k --pairs my_pairs.jsonl --out runs/phi3-sft
     python -m training.sft --recipe minilm-extractive --out runs/minilm-warmup   # extractive: training.extractive
 
-Pairs come from a JSONL file (``--pairs`` or ``sft.pairs``; one ``{"original": ..., "compressed": ...,
-"question": ...}`` per line, question optional) or are bootstrapped (``sft.pairs: bootstrap``): the graph policy
+Pairs come from a JSONL file (``--pairs`` or ``warmup.pairs``; one ``{"original": ..., "compressed": ...,
+"question": ...}`` per line, question optional) or are bootstrapped (``warmup.pairs: bootstrap``): the graph policy
 compresses the recipe's training questions at its target rate, and a pair is kept only where the rewards say it
-is good (every protected number kept, compression reward >= ``sft.min_compression``, clean format). Each pair
+is good (every protected number kept, compression reward >= ``warmup.min_compression``, clean format). Each pair
 becomes a conversational prompt-completion row: the prompt is :func:`rlpc_core.policy_messages` (the one prompt
 builder inference uses), told the compressed text's own word count as its budget, and the completion is the
 compressed text, so the loss is on the completion only.
@@ -18,7 +18,6 @@ compressed text, so the loss is on the completion only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -30,7 +29,7 @@ from training.common import (command_line, is_main_process, load_policy, lora_co
                              quiet_libraries, save_compressor, say, training_examples, TrainingError,
                              write_json, write_text)
 from training.data import DataError
-from training.recipe import Recipe, RecipeError, add_recipe_arguments, recipe_from_args
+from training.recipe import Recipe, RecipeError, recipe_from_args, training_parser
 
 
 # ---------------------------------------------------------------- pairs
@@ -40,7 +39,7 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise TrainingError(f"pairs file {str(path)!r} does not exist; pass a JSONL file with one "
-                            '{"original": ..., "compressed": ...} per line, or use sft.pairs: bootstrap')
+                            '{"original": ..., "compressed": ...} per line, or use warmup.pairs: bootstrap')
     pairs = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -83,7 +82,7 @@ def bootstrap_pairs(recipe: Recipe, examples: Optional[Sequence[Any]] = None,
     from rlpc_core import build_rewards
 
     if examples is None:
-        examples = training_examples(recipe, limit=recipe.sft.bootstrap_rows)
+        examples = training_examples(recipe, limit=recipe.warmup.bootstrap_rows)
     specs = _bootstrap_reward_specs(recipe)
     funcs, _ = build_rewards(specs)
     tokenizer = specs[0]["kwargs"].get("tokenizer", "words")
@@ -101,8 +100,8 @@ def bootstrap_pairs(recipe: Recipe, examples: Optional[Sequence[Any]] = None,
         reasons = []
         if s["protected_coverage"] is None or s["protected_coverage"] < 1.0:
             reasons.append("lost a protected item")
-        if s["compression"] is None or s["compression"] < recipe.sft.min_compression:
-            reasons.append(f"compression reward < {recipe.sft.min_compression}")
+        if s["compression"] is None or s["compression"] < recipe.warmup.min_compression:
+            reasons.append(f"compression reward < {recipe.warmup.min_compression}")
         if s["format"] is None or s["format"] < 1.0:
             reasons.append("format")
         if reasons:
@@ -111,7 +110,7 @@ def bootstrap_pairs(recipe: Recipe, examples: Optional[Sequence[Any]] = None,
         kept.append({"id": ex.id, "original": ex.text, "compressed": compressed[i],
                      "question": ex.question if ex.task == "qa" else None, "scores": s, "source": "bootstrap"})
     stats = {"candidates": len(examples), "kept": len(kept), "dropped_reasons": dict(dropped),
-             "rate": recipe.target_rate, "tokenizer": tokenizer, "min_compression": recipe.sft.min_compression}
+             "rate": recipe.target_rate, "tokenizer": tokenizer, "min_compression": recipe.warmup.min_compression}
     return kept, stats
 
 
@@ -149,13 +148,13 @@ def train(recipe: Recipe, out: Path, pairs_path: Optional[Path] = None) -> dict[
                                 "policy's keep masks (extractive.warmup_labels)")
         return warmup(recipe, Path(out))
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         (out / "rlpc.json").unlink(missing_ok=True)  # written again last, once this run's adapter is saved
-    source = pairs_path or (None if recipe.sft.pairs == "bootstrap" else Path(recipe.sft.pairs))
+    source = pairs_path or (None if recipe.warmup.pairs == "bootstrap" else Path(recipe.warmup.pairs))
     started = time.time()
     if source is not None:
         pairs = read_pairs(source)
@@ -168,7 +167,7 @@ def train(recipe: Recipe, out: Path, pairs_path: Optional[Path] = None) -> dict[
             f"(dropped: {stats['dropped_reasons'] or 'none'})")
         if not pairs:
             raise TrainingError(f"no bootstrapped pair passed the filter (dropped: {stats['dropped_reasons']}); "
-                                "lower sft.min_compression or raise sft.bootstrap_rows")
+                                "lower warmup.min_compression or raise warmup.bootstrap_rows")
     if is_main_process():
         with open(out / "pairs.jsonl", "w", encoding="utf-8") as fh:
             for p in pairs:
@@ -180,15 +179,7 @@ def train(recipe: Recipe, out: Path, pairs_path: Optional[Path] = None) -> dict[
     dataset = Dataset.from_list(sft_rows(pairs, builder))
     model, tok = load_policy(recipe)
     tok.padding_side = "right"  # training pads on the right; generation (inference) sets left itself
-    s = recipe.sft
-    config = SFTConfig(
-        output_dir=str(out), seed=recipe.seed, num_train_epochs=s.epochs, max_steps=s.max_steps or -1,
-        learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.03,
-        per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.gradient_accumulation_steps,
-        max_length=s.max_length, logging_steps=s.logging_steps, save_strategy="no", report_to="none",
-        use_cpu=s.use_cpu, bf16=s.bf16, fp16=False, activation_checkpointing=s.gradient_checkpointing,
-        dataloader_num_workers=0,
-    )
+    config = recipe.sft.build(out, seed=recipe.seed)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tok,
                          peft_config=lora_config(recipe), callbacks=[_jsonl_logger(out / "sft_log.jsonl")])
     result = trainer.train()
@@ -216,8 +207,7 @@ def _card(recipe: Recipe, summary: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.sft", description=__doc__.split("\n\n")[0])
-    add_recipe_arguments(p)
+    p = training_parser("sft", prog="python -m training.sft", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=Path, default=None, help="JSONL of {original, compressed, question?} pairs "
                    "(default: the recipe's sft.pairs, usually bootstrap)")
     args = p.parse_args(argv)

@@ -24,7 +24,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_
 CHEAP = ["--set", "rewards=[{name: answer_span, weight: 2.0}, {name: compression, weight: 0.5}, "
          "{name: protected_coverage, weight: 1.0}]"]
 TINY = ["--recipe", "minilm-extractive", "--set", "data.limit=4", "--set", "grpo.num_generations=4",
-        "--set", "grpo.per_device_batch_size=8", "--set", "grpo.save_steps=2", *CHEAP]
+        "--set", "grpo.per_device_train_batch_size=8", "--set", "grpo.save_steps=2", *CHEAP]
 
 
 def _need_shared_data():
@@ -112,6 +112,7 @@ def test_learning_rate_schedule_and_data_order():
     lrs = [lr_at(s, 100, 1e-3, 0.1, "cosine") for s in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 1e-5
     assert lr_at(50, 100, 1e-3, 0.0, "constant") == 1e-3
+    assert lr_at(4, 100, 1e-3, 10, "linear") == lr_at(4, 100, 1e-3, 0.1, "linear")  # warmup_steps: 10 steps = 10%
     order = [i for s in range(5) for i in data_positions(s, 2, 10, seed=3)]
     assert sorted(order) == list(range(10))  # one epoch: every row once
     assert data_positions(7, 2, 10, seed=3) == data_positions(7, 2, 10, seed=3)
@@ -170,7 +171,7 @@ def warm(tmp_path_factory):
     from training import sft
 
     out = tmp_path_factory.mktemp("x") / "warm"
-    assert sft.main(["--recipe", "minilm-extractive", "--set", "sft.bootstrap_rows=4", "--set", "sft.batch_size=4",
+    assert sft.main(["--recipe", "minilm-extractive", "--set", "warmup.bootstrap_rows=4", "--set", "sft.per_device_train_batch_size=4",
                      "--max-steps", "3", "--out", str(out)]) == 0
     return out
 

@@ -38,6 +38,7 @@ def test_recipes_load_with_their_documented_settings():
     smol = load_recipe("smollm2-cpu-gsm8k")
     assert smol.policy.model == "smollm2-135m-instruct" and smol.data.split == "train"
     assert smol.grpo.num_generations == 4 and smol.grpo.beta == 0.001 and smol.grpo.use_cpu
+    assert smol.grpo.max_steps == 36 and smol.sft.num_train_epochs == 1 and smol.warmup.bootstrap_rows == 120
     assert {r.name for r in smol.rewards} >= {"compression", "protected_coverage", "format", "fidelity",
                                                "answer_likelihood"}
     # the CPU recipe's target is in the proxy's units (calibrated on the graph policy, see the recipe)
@@ -74,27 +75,60 @@ def test_overrides_dotted_keys_list_items_and_flags():
     assert r.policy.lora.target_modules == ("q_proj", "v_proj") and r.data.limit is None
     import argparse
 
-    args = argparse.Namespace(recipe="smollm2-cpu-gsm8k", overrides=["grpo.steps=9"], seed=7, max_steps=3,
+    args = argparse.Namespace(recipe="smollm2-cpu-gsm8k", overrides=["grpo.max_steps=9"], seed=7, max_steps=3,
                               policy="generative")
     r = recipe_from_args(args, "grpo")
-    assert (r.seed, r.grpo.steps, r.data_seed) == (7, 3, 7)
+    assert (r.seed, r.grpo.max_steps, r.data_seed) == (7, 3, 7)  # a trl flag given wins over --set and the recipe
     assert recipe_from_args(args, "sft").sft.max_steps == 3
+
+
+def test_the_command_line_is_trls_own_parser_with_every_field_and_its_help(capsys):
+    """--help lists every GRPOConfig / SFTConfig field (transformers' HfArgumentParser, trl's help text); a trl flag
+    given overrides the recipe, one not given leaves the recipe's value (not trl's default)."""
+    import dataclasses
+
+    from training.recipe import trl_class, training_parser
+
+    for stage in ("grpo", "sft"):
+        parser = training_parser(stage, prog=f"python -m training.{stage}", description="x.")
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--help"])
+        text = capsys.readouterr().out
+        fields = [f.name for f in dataclasses.fields(trl_class(stage)) if f.init]
+        assert len(fields) > 100 and [f for f in fields if f"--{f}" not in text] == []
+        assert "--recipe" in text and "--out" in text
+    assert "Number of generations to sample" in training_parser("grpo", prog="p", description="x.").format_help()
+    parser = training_parser("grpo", prog="p", description="x.")
+    args = parser.parse_args(["--recipe", "minilm-extractive", "--learning_rate", "1e-5", "--out", "o"])
+    r = recipe_from_args(args, "grpo")
+    assert r.grpo.learning_rate == 1e-5 and r.grpo.num_generations == 8  # the recipe's 8, not trl's default
+    assert r.grpo.build("o", seed=r.seed).num_iterations == 2  # trl's own object, with the recipe's values
+    with pytest.raises(RecipeError, match="pass it as --out"):
+        recipe_from_args(parser.parse_args(["--recipe", "minilm-extractive", "--output_dir", "x", "--out", "o"]),
+                         "grpo")
 
 
 @pytest.mark.parametrize("override, message", [
     ("grpo.lerning_rate=1e-5", "unknown recipe key 'grpo.lerning_rate' (did you mean 'learning_rate'?)"),
     ("data.split=test", "data.split='test' is held-out data"),
-    ("grpo.num_generations=1", "grpo.num_generations=1 must be >= 2"),
+    ("grpo.num_generations=1", "grpo: GRPO requires at least 2 generations per prompt"),  # trl's own check
+    ("grpo.per_device_train_batch_size=6", "generation_batch_size (6) must be divisible by num_generations (4)"),
+    ("grpo.lr_scheduler_type=cosin", "cosin is not a valid SchedulerType"),
+    ("grpo.seed=3", "grpo.seed=3 is set by the run, not the recipe; use the recipe's top-level seed"),
+    ("grpo.steps=3", "recipe key 'grpo.steps' is now grpo.max_steps; rename it"),
+    ("sft.bootstrap_rows=3", "recipe key 'sft.bootstrap_rows' is now warmup.bootstrap_rows"),
+    ("extractive.clip_epsilon=0.1", "recipe key 'extractive.clip_epsilon' is now grpo.epsilon"),
+    ("grpo.scale_rewards=groups", "grpo.scale_rewards='groups' must be one of group, batch, none"),
     ("grpo.learning_rate=fast", "grpo.learning_rate='fast' must be a finite number"),
     ("constraint.reward=answer_agreement", "constraint.reward='answer_agreement' is not among the recipe's rewards"),
     ("rewards.1.name=protected_coverag", "rewards[1].name='protected_coverag' is not a registered reward (did you "
                                          "mean 'protected_coverage'?)"),
     ("grpo.bf16=true", "grpo.bf16=True with use_cpu"),
-    ("grpo.trl_args={beta: 0.1}", "grpo.trl_args={'beta': 0.1} sets ['beta']"),
+    ("grpo.trl_args={beta: 0.1}", "recipe key 'grpo.trl_args' is now grpo itself"),
     ("policy.hints=bold", "policy: hints='bold' must be one of"),
     ("policy.lora.target_modules=[]", "policy.lora.target_modules=[] must name at least one module"),
     ("target_rate=1.0", "target_rate=1.0 must be below 1"),
-    ("grpo.steps", "--set 'grpo.steps' is not key=value"),
+    ("grpo.max_steps", "--set 'grpo.max_steps' is not key=value"),
     ("compressor={selection: {max_word_dorp: 0.2}}", "compressor={'selection': {'max_word_dorp': 0.2}} is not a valid "
                                                      "CompressorConfig (unknown selection setting(s) ['max_word_dorp']"),
     ("compressor={rate: 0.3}", "compressor.rate=0.3 is the recipe's target_rate"),
@@ -229,7 +263,7 @@ def test_bootstrap_from_gsm8k_train_with_the_graph_policy():
     _need_gsm8k_train()
     from training.sft import bootstrap_pairs
 
-    recipe = load_recipe("smollm2-cpu-gsm8k", ["sft.bootstrap_rows=20"])
+    recipe = load_recipe("smollm2-cpu-gsm8k", ["warmup.bootstrap_rows=20"])
     kept, stats = bootstrap_pairs(recipe)
     assert stats["candidates"] == 20 and 0 < stats["kept"] <= 20
     assert all(p["scores"]["protected_coverage"] == 1.0 and p["scores"]["compression"] >= 0.8 for p in kept)
@@ -307,10 +341,11 @@ def tiny_overrides(tiny) -> list[str]:
     sets = [f"policy.model={tiny['phi3']}", "policy.dtype=float32", f"evaluator.model={tiny['llama']}",
             "evaluator.dtype=float32", "evaluator.max_new_tokens=8", f"evaluator.cache={tiny['cache']}",
             "feedback.model=all-minilm-l6-v2", "grpo.bf16=false", "grpo.use_cpu=true",
-            "grpo.gradient_checkpointing=false", "grpo.per_device_batch_size=4", "grpo.gradient_accumulation_steps=1",
+            "grpo.activation_checkpointing=false", "grpo.per_device_train_batch_size=4",
+            "grpo.gradient_accumulation_steps=1",
             "grpo.max_completion_length=8", "grpo.save_steps=1", "grpo.logging_steps=1", "data.limit=8",
-            "sft.bf16=false", "sft.use_cpu=true", "sft.gradient_checkpointing=false", "sft.bootstrap_rows=12",
-            "sft.batch_size=2"]
+            "sft.bf16=false", "sft.use_cpu=true", "sft.activation_checkpointing=false", "warmup.bootstrap_rows=12",
+            "sft.per_device_train_batch_size=2"]
     return ["--recipe", "phi3-gsm8k"] + [x for s in sets for x in ("--set", s)]
 
 
