@@ -392,15 +392,16 @@ class WarmupSection(_Section):
 TRL_CLASSES = {"grpo": "GRPOConfig", "sft": "SFTConfig"}
 #: rlpc's values where they differ from trl's defaults: the reference design's (learning rate, G, beta), what 2
 #: CPU cores need (float32, no activation checkpointing), and a log line per step. A recipe's own values win.
+#: ``gradient_checkpointing``, not its newer name ``activation_checkpointing``: transformers 5.0 has only the first.
 TRL_DEFAULTS = {
     "grpo": {"max_steps": 150, "learning_rate": 5e-6, "lr_scheduler_type": "cosine", "warmup_steps": 0.1,
              "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 48, "beta": 0.001,
              "save_steps": 25, "save_total_limit": 3, "logging_steps": 1, "bf16": False,
-             "activation_checkpointing": False, "report_to": "none", "disable_tqdm": False,
+             "gradient_checkpointing": False, "report_to": "none", "disable_tqdm": False,
              "dataloader_num_workers": 0},
     "sft": {"num_train_epochs": 2.0, "learning_rate": 2e-4, "lr_scheduler_type": "cosine", "warmup_steps": 0.03,
             "per_device_train_batch_size": 4, "max_length": 512, "logging_steps": 5, "save_strategy": "no",
-            "bf16": False, "activation_checkpointing": False, "report_to": "none", "dataloader_num_workers": 0},
+            "bf16": False, "gradient_checkpointing": False, "report_to": "none", "dataloader_num_workers": 0},
 }
 #: Fields a run sets from elsewhere, with where.
 TRL_OWNED = {"output_dir": "--out", "seed": "the recipe's top-level seed (or --seed)",

@@ -341,10 +341,10 @@ def tiny_overrides(tiny) -> list[str]:
     sets = [f"policy.model={tiny['phi3']}", "policy.dtype=float32", f"evaluator.model={tiny['llama']}",
             "evaluator.dtype=float32", "evaluator.max_new_tokens=8", f"evaluator.cache={tiny['cache']}",
             "feedback.model=all-minilm-l6-v2", "grpo.bf16=false", "grpo.use_cpu=true",
-            "grpo.activation_checkpointing=false", "grpo.per_device_train_batch_size=4",
+            "grpo.gradient_checkpointing=false", "grpo.per_device_train_batch_size=4",
             "grpo.gradient_accumulation_steps=1",
             "grpo.max_completion_length=8", "grpo.save_steps=1", "grpo.logging_steps=1", "data.limit=8",
-            "sft.bf16=false", "sft.use_cpu=true", "sft.activation_checkpointing=false", "warmup.bootstrap_rows=12",
+            "sft.bf16=false", "sft.use_cpu=true", "sft.gradient_checkpointing=false", "warmup.bootstrap_rows=12",
             "sft.per_device_train_batch_size=2"]
     return ["--recipe", "phi3-gsm8k"] + [x for s in sets for x in ("--set", s)]
 
