@@ -356,6 +356,12 @@ def cache_key(model: str, kind: str, max_new_tokens: int, prompt: str, target: s
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1)
+
+
 class EvalCache:
     """A key -> JSON value store in one sqlite3 file, safe to share between threads and processes.
 
@@ -364,15 +370,54 @@ class EvalCache:
     harmless (greedy outputs are deterministic, so the last writer writes what the first did). sqlite
     connections must not cross threads or a ``fork()``, so each (process, thread) opens its own. Keep the file
     on a local disk: WAL needs shared memory, which network filesystems do not provide.
+
+    ``journal``: a JSONL file that holds every entry this cache reads or writes, loaded on first use. The sqlite
+    file lives in a per-machine cache; a journal lives beside a run's results, so a run that spans machines or
+    sessions (copy or commit its folder) never pays twice for a reply, and a finished run's folder carries every
+    reply it used. Keys hash the model's identity and the whole prompt: an entry is never reused for anything else.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: Union[str, os.PathLike], *, journal: Union[str, os.PathLike, None] = None):
         self.path = Path(path).expanduser()
+        self.journal = Path(journal).expanduser() if journal is not None else None
         self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
         self._lock = threading.Lock()
+        self._journal_loaded = False
+        self._journaled: set[str] = set()  # keys the journal already holds
 
     def __repr__(self) -> str:
-        return f"EvalCache({str(self.path)!r})"
+        return f"EvalCache({str(self.path)!r}" + (f", journal={str(self.journal)!r})" if self.journal else ")")
+
+    def _load_journal(self, conn: sqlite3.Connection) -> None:
+        """Copy the journal's entries into sqlite (once per instance); a torn last line (a run killed mid-write)
+        is skipped, never fatal."""
+        self._journal_loaded = True
+        if self.journal is None or not self.journal.is_file():
+            return
+        entries: dict[str, Any] = {}
+        for line in self.journal.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                entries[str(entry["key"])] = entry["value"]
+            except (ValueError, KeyError, TypeError):
+                continue
+        now = time.time()
+        with conn:  # what this machine already has stays: the journal fills gaps
+            conn.executemany("INSERT OR IGNORE INTO outputs (key, value, created) VALUES (?, ?, ?)",
+                             [(k, json.dumps(v), now) for k, v in entries.items()])
+        self._journaled = set(entries)
+
+    def _journal_append(self, items: Mapping[str, Any]) -> None:
+        if self.journal is None or not items:
+            return
+        lines = "".join(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n" for k, v in items.items())
+        with self._lock:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            with self.journal.open("ab") as fh:  # one write per batch: lines stay whole
+                if fh.tell() and _last_byte(self.journal) != b"\n":
+                    lines = "\n" + lines  # after a torn line (a killed run): start a fresh one
+                fh.write(lines.encode("utf-8"))
+            self._journaled.update(items)
 
     def _conn(self) -> sqlite3.Connection:
         # Keyed by pid too: after fork() the child sees the parent's connections in this dict and must open its
@@ -389,6 +434,8 @@ class EvalCache:
                     conn.execute("CREATE TABLE IF NOT EXISTS outputs "
                                  "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
                 self._conns[key] = conn
+            if not self._journal_loaded:
+                self._load_journal(conn)
             return conn
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -400,6 +447,8 @@ class EvalCache:
             chunk = keys[i : i + 500]
             rows = conn.execute(f"SELECT key, value FROM outputs WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             found.update((k, json.loads(v)) for k, v in rows)
+        if self.journal is not None:
+            self._journal_append({k: v for k, v in found.items() if k not in self._journaled})
         return found
 
     def put_many(self, items: Mapping[str, Any]) -> None:
@@ -410,6 +459,7 @@ class EvalCache:
         with conn:  # one transaction: all or nothing
             conn.executemany("INSERT OR REPLACE INTO outputs (key, value, created) VALUES (?, ?, ?)",
                              [(k, json.dumps(v), now) for k, v in items.items()])
+        self._journal_append(dict(items))
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.get_many([key]).get(key, default)
@@ -454,7 +504,8 @@ class Evaluator:
     capable judge on CPUs), or ``openai:<base_url>#<model>`` for any OpenAI-compatible server.
     ``max_new_tokens``: generation budget per answer (256 as in the reference design: enough for a GSM8K chain
     of thought). ``batch_size``: prompts per forward pass for transformers (4 suits 2 CPU cores; raise it on a
-    GPU). ``cache``: ``True`` for ``cache_dir()/evaluator.sqlite``, a path for another file, ``False`` for none.
+    GPU). ``cache``: ``True`` for ``cache_dir()/evaluator.sqlite``, a path for another file, an :class:`EvalCache`
+    (e.g. one with a journal beside a run's results), ``False`` for none.
     Backend settings (``n_ctx``, ``threads``, ``prefix_cache`` for llama.cpp; ``concurrency``, ``timeout``,
     ``retries``, ``api_key_env``, ``chat_template`` for servers) pass through as keywords; a setting the backend
     does not take raises, naming the ones it does. Building one is cheap; the model loads on first use, once per
@@ -466,7 +517,7 @@ class Evaluator:
     """
 
     def __init__(self, model: Union[str, os.PathLike] = DEFAULT_EVALUATOR, *, max_new_tokens: int = 256,
-                 batch_size: int = 4, cache: Union[bool, str, os.PathLike] = True, device: str = "cpu",
+                 batch_size: int = 4, cache: Union[bool, str, os.PathLike, EvalCache] = True, device: str = "cpu",
                  dtype: str = "float32", **backend_options: Any):
         self.model_spec = os.fspath(model) if isinstance(model, os.PathLike) else model
         if not isinstance(self.model_spec, str):
@@ -485,10 +536,13 @@ class Evaluator:
             self.cache: Optional[EvalCache] = EvalCache(cache_dir() / "evaluator.sqlite")
         elif cache is False or cache is None:
             self.cache = None
+        elif isinstance(cache, EvalCache):
+            self.cache = cache
         elif isinstance(cache, (str, os.PathLike)):
             self.cache = EvalCache(cache)
         else:
-            raise ValueError(f"cache={cache!r} must be True (the default file), False (no cache) or a file path")
+            raise ValueError(f"cache={cache!r} must be True (the default file), False (no cache), a file path or an "
+                             "EvalCache")
 
     def __repr__(self) -> str:
         return (f"Evaluator({self.model_spec!r}, max_new_tokens={self.max_new_tokens}, batch_size={self.batch_size}, "

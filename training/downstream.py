@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -62,15 +63,21 @@ def _question(task: str, e: Any) -> Optional[str]:
 
 def run_reader(records: list[dict[str, Any]], examples: Sequence[Any], *, spec: str, max_new_tokens: Mapping[str, int],
                tqdm: Any, chunk: int = 4, options: Optional[Mapping[str, Any]] = None,
-               skip_methods: Sequence[str] = ()) -> dict[str, Any]:
-    """Add the reader's answers, scores and costs to every record (original side included); return run info."""
-    from rlpc_core.evaluator import TASKS, Evaluator
+               skip_methods: Sequence[str] = (), journal: Optional[Path] = None) -> dict[str, Any]:
+    """Add the reader's answers, scores and costs to every record (original side included); return run info.
+
+    ``journal``: a JSONL file beside the results that keeps every reply as it arrives and is read back first, so a
+    run continued on another machine (its folder copied or committed) asks the reader only what is missing.
+    """
+    from rlpc_core.evaluator import TASKS, EvalCache, Evaluator
+    from rlpc_core.models import cache_dir
 
     task = READER_TASKS.get(examples[0].task)
     if task is None:
         return {"spec": spec, "skipped": f"task {examples[0].task!r} has no gold a reader's answer can be scored on"}
     n_new = int(max_new_tokens[task])
-    ev = Evaluator(spec, max_new_tokens=n_new, **dict(options or {}))
+    cache = EvalCache(cache_dir() / "evaluator.sqlite", journal=journal) if journal is not None else True
+    ev = Evaluator(spec, max_new_tokens=n_new, cache=cache, **dict(options or {}))
     by_id = {e.id: e for e in examples}
     scored = [r for r in records if r["method"] not in skip_methods]
     # Each distinct (text, question) once: originals and compressions together; identical texts (a few-shot

@@ -54,6 +54,8 @@ from training.rates import AUTO
 from training.stats import BOOTSTRAP, bootstrap_ci
 
 NONE = "none"
+#: Every reader reply of a run, beside its results (:class:`rlpc_core.evaluator.EvalCache`'s journal).
+READER_JOURNAL = "reader_replies.jsonl"
 SCALING_BINS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, None))
 
 
@@ -777,7 +779,9 @@ def build_parser(prog: str = "python -m training.evaluate") -> argparse.Argument
                         "the 0.5B is ~4x slower and fairer to them)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the compressions already in OUT/compressions.jsonl (a stopped run restarts where it "
-                        "stopped); reader answers always come from the reader's cache where they exist")
+                        "stopped); reader answers always come from the reader's cache where they exist, and from "
+                        f"OUT/{READER_JOURNAL}, which keeps every reply of the run (copy or commit OUT to continue on "
+                        "another machine)")
     p.add_argument("--evaluator", default="smollm2-135m-instruct",
                    help="the small evaluator's likelihood and agreement columns (embedded alias, folder, hub id) or "
                         "'none' (default smollm2-135m-instruct); cheap companions, not the verdict: see --reader")
@@ -835,13 +839,14 @@ def run_downstream(args: argparse.Namespace, records: list[dict[str, Any]], exam
     max_new = {"qa": args.qa_max_new_tokens, "mc": args.qa_max_new_tokens, "math": args.math_max_new_tokens,
                "math-fewshot": args.math_max_new_tokens}
     skip = sorted(_not_meaningful())
+    journal = args.out / READER_JOURNAL  # the replies travel with the results: a run continues on any machine
     if spec.startswith("serve:"):
         from rlpc_core.reader_server import ReaderServer
 
         with ReaderServer(spec[len("serve:"):], n_ctx=args.reader_n_ctx, threads=args.reader_threads,
                           log_path=args.out / "reader-server.log") as server:
             info = run_reader(records, examples, spec=server.spec, max_new_tokens=max_new, tqdm=tqdm,
-                              options=_server_options(args), skip_methods=skip)
+                              options=_server_options(args), skip_methods=skip, journal=journal)
         info["served"] = spec
         return info
     if spec.startswith("llamacpp:"):
@@ -851,7 +856,7 @@ def run_downstream(args: argparse.Namespace, records: list[dict[str, Any]], exam
     else:
         options = {}
     return run_reader(records, examples, spec=spec, max_new_tokens=max_new, tqdm=tqdm, options=options,
-                      skip_methods=skip)
+                      skip_methods=skip, journal=journal)
 
 
 def _server_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -134,6 +134,35 @@ def test_cache_roundtrip_and_keys(tmp_path):
                 cache_key("m", "gen", 8, "prompt"), cache_key("m", "gen", 256, "prompt", "target")}) == 5
 
 
+def test_a_journal_carries_the_cache_to_another_machine(tmp_path):
+    # a run's folder holds the journal; the sqlite file is per machine: a fresh machine starts with an empty one
+    journal = tmp_path / "run" / "reader_replies.jsonl"
+    first = EvalCache(tmp_path / "machine-1.sqlite", journal=journal)
+    first.put_many({"a": {"text": "Paris", "prompt_tokens": 12}, "b": -0.5})
+    first.put("c", None)
+    assert len(journal.read_text(encoding="utf-8").splitlines()) == 3
+    with journal.open("a", encoding="utf-8") as fh:
+        fh.write('{"key": "torn", "val')  # a run killed mid-write leaves half a line: skipped, not fatal
+    second = EvalCache(tmp_path / "machine-2.sqlite", journal=journal)
+    assert second.get_many(["a", "b", "c", "torn"]) == {"a": {"text": "Paris", "prompt_tokens": 12}, "b": -0.5,
+                                                        "c": None}
+    assert len(second) == 3
+    second.put("d", 4)  # appended after the torn line, on a line of its own
+    assert EvalCache(tmp_path / "machine-5.sqlite", journal=journal).get_many(["a", "d"]) == {
+        "a": {"text": "Paris", "prompt_tokens": 12}, "d": 4}
+    # an entry the machine already has is not overwritten by the journal's copy, and without a journal nothing is read
+    third = EvalCache(tmp_path / "machine-3.sqlite")
+    third.put("a", "mine")
+    assert EvalCache(tmp_path / "machine-3.sqlite", journal=journal).get("a") == "mine"
+    assert EvalCache(tmp_path / "machine-4.sqlite").get("a") is None
+    assert "journal=" in repr(second) and Evaluator(cache=second).cache is second
+    # a reply this machine had before the run is journaled when the run reads it: the folder carries all it used
+    other = tmp_path / "other" / "reader_replies.jsonl"
+    assert EvalCache(tmp_path / "machine-3.sqlite", journal=other).get_many(["a", "zz"]) == {"a": "mine"}
+    assert EvalCache(tmp_path / "machine-6.sqlite", journal=other).get("a") == "mine"
+    assert len(other.read_text(encoding="utf-8").splitlines()) == 1
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="uses fork()")
 def test_cache_shared_by_concurrent_processes(tmp_path):
     path = tmp_path / "shared.sqlite"

@@ -469,6 +469,11 @@ def test_benchmark_with_a_reader_reports_accuracy_lost_against_the_original(read
     report = (out / "report.md").read_text()
     assert "## Downstream accuracy" in report and "accuracy lost" in report and "| `truncate` | 0.5 |" in report
     assert (out / "accuracy_lost.png").stat().st_size > 0
+    # every reply the run used is in its folder, whether computed now or found in this machine's cache
+    from rlpc_core.evaluator import EvalCache
+
+    assert len(EvalCache(tmp_path / "another-machine.sqlite", journal=out / "reader_replies.jsonl")) == \
+        info["distinct_prompts"]
     if reader.startswith("serve:"):
         # every answer is cached, keyed by the weights: a second run, a server on another port, computes nothing
         p = _evaluate(out, "--dataset", "squad", "--split", "heldout", "--methods", "graph,truncate,none", "--rate",
