@@ -63,9 +63,10 @@ def test_cli_compress_end_to_end_stays_light():
         walls.append(time.perf_counter() - t0)
         assert p.returncode == 0, p.stderr
         assert 0 < len(p.stdout.split()) < len(PROMPT.split())
-    # The goal is 1 s; measured here 1.1 s (Python + numpy + networkx imports ~0.5 s, reading SmolLM2's 49k-entry
-    # tokenizer.json ~0.22 s, the work ~0.08 s). This guards against the seconds that importing torch cost before.
-    assert min(walls) < 1.5, f"`rlpc compress` on a 1k-token prompt took {min(walls):.2f} s wall (best of 3)"
+    # The goal (issue #11): under 1 s. Measured on 4 December 2026 with a reader benchmark busy on both cores:
+    # 0.64-0.74 s (importing rlpc_core ~0.26 s, numpy and networkx most of it; reading SmolLM2's tokenizer.json
+    # ~0.10 s; the work ~0.03 s; Python itself ~0.05 s). Before the light core, importing torch alone cost seconds.
+    assert min(walls) < 1.0, f"`rlpc compress` on a 1k-token prompt took {min(walls):.2f} s wall (best of 3), goal < 1 s"
 
 
 def test_training_names_stay_importable_lazily():
