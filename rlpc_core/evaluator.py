@@ -474,6 +474,17 @@ class EvalCache:
 # ---------------------------------------------------------------- the evaluator
 
 @dataclass(frozen=True)
+class ReaderRequest:
+    """What a reward will ask the evaluator about one user message: the likelihood of ``target`` as the reply,
+    a greedy reply of at most ``max_new_tokens`` (with ``stop``), or both (:meth:`Evaluator.prefetch`)."""
+
+    prompt: str
+    target: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class EvalAnswer:
     #: The evaluator's reply (only the new text: never the prompt or the system message).
     text: str
@@ -608,6 +619,28 @@ class Evaluator:
         out = self.replies(prompts, max_new_tokens=max_new_tokens, stop=t.stop)
         return [EvalAnswer(reply.text, t.extract(reply.text), cached, reply) for reply, cached in out]
 
+    # -- several rewards' requests at once
+    def prefetch(self, requests: Iterable[ReaderRequest]) -> int:
+        """Compute and cache what ``requests`` need, each prompt's likelihoods and reply back to back.
+
+        Two rewards on the same compressed prompt (a likelihood and an answer) called one after the other prefill
+        every prompt twice; here each prompt is prefilled once, because llama.cpp keeps the KV cache of the common
+        prefix between consecutive calls (prompts are also sorted, so the samples of one row sit together). The
+        rewards' own calls then find everything cached. Returns how many entries were computed.
+        """
+        by_prompt: dict[str, list[ReaderRequest]] = {}
+        for r in requests:
+            by_prompt.setdefault(r.prompt, []).append(r)
+        computed = 0
+        for prompt in sorted(by_prompt):
+            for r in dict.fromkeys(by_prompt[prompt]):
+                if r.target is not None and r.target.strip():
+                    computed += sum(not c for _, c in self._loglikelihoods([prompt], [r.target]))
+                if r.max_new_tokens is not None:
+                    computed += sum(not c for _, c in self.replies([prompt], max_new_tokens=r.max_new_tokens,
+                                                                      stop=r.stop))
+        return computed
+
     # -- teacher-forced likelihood
     def loglikelihood(self, prompts: Sequence[str], targets: Sequence[str]) -> list[float]:
         """Mean log-probability per token of each target as the assistant's reply to its prompt.
@@ -624,13 +657,16 @@ class Evaluator:
         for i, t in enumerate(targets):
             if not t.strip():
                 raise ValueError(f"targets[{i}] is empty: a likelihood needs at least one target token")
+        return [v for v, _ in self._loglikelihoods(prompts, targets)]
+
+    def _loglikelihoods(self, prompts: Sequence[str], targets: Sequence[str]) -> list[tuple[float, bool]]:
         # A server's likelihood depends on the chat template it was rendered with, so that is part of the key.
         identity = getattr(self.backend, "likelihood_identity", self.model_key)
         keys = [cache_key(identity, "ll", 0, p, t) for p, t in zip(prompts, targets)]
-        return [v for v, _ in self._cached(keys, list(zip(prompts, targets)), self.backend.loglikelihood)]
+        return self._cached(keys, list(zip(prompts, targets)), self.backend.loglikelihood)
 
 
 __all__ = ["ANSWER_KIND", "CACHE_VERSION", "DEFAULT_EVALUATOR", "DEFAULT_READER", "EVALUATOR_SETTINGS", "EvalAnswer",
-           "EvalCache", "Evaluator", "REFERENCE_EVALUATOR", "TASKS", "TRAINING_READER", "Task", "answers_match",
+           "EvalCache", "Evaluator", "REFERENCE_EVALUATOR", "ReaderRequest", "TASKS", "TRAINING_READER", "Task", "answers_match",
            "build_prompt", "cache_key", "extract_choice", "extract_math_answer", "extract_qa_answer", "get_task",
            "normalize_answer", "parse_number", "qa_contains", "qa_em", "qa_f1", "score_answer"]

@@ -43,8 +43,8 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from .config import check_rate
-from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, TRAINING_READER, Evaluator, answers_match,
-                        build_prompt, extract_math_answer, get_task, qa_f1, score_answer)
+from .evaluator import (DEFAULT_EVALUATOR, EVALUATOR_SETTINGS, TASKS, TRAINING_READER, Evaluator, ReaderRequest,
+                        answers_match, build_prompt, extract_math_answer, get_task, qa_f1, score_answer)
 from .feedback import DEFAULT_CROSS_ENCODER, FeedbackModel
 from .graph import is_number_word, lemmatize, normalize
 from . import rewrite_rules
@@ -391,7 +391,9 @@ def answer_likelihood_reward(*, evaluator: EvaluatorSpec = DEFAULT_EVALUATOR, ta
     ev = shared_evaluator(evaluator)
     get_task(task)
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+    def plan(completions: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[list[Optional[float]], list[int],
+                                                                              list[str], list[str]]:
+        """``(scores so far, rows to score, reader prompts: originals then compressions, targets twice)``."""
         texts = _texts(completions)
         n = len(texts)
         originals = _column(kwargs, "original", n, "answer_likelihood")
@@ -401,17 +403,26 @@ def answer_likelihood_reward(*, evaluator: EvaluatorSpec = DEFAULT_EVALUATOR, ta
         targets = [gold_target(t, g) for t, g in zip(tasks, golds)]
         out: list[Optional[float]] = [None if target is None else 0.0 for target in targets]
         rows = [i for i in range(n) if targets[i] is not None and texts[i].strip()]
-        if not rows:
-            return out
         q = {i: questions[i] if TASKS[tasks[i]].needs_question else None for i in rows}
         eval_prompts = ([build_prompt(tasks[i], originals[i], q[i]) for i in rows]
-                    + [build_prompt(tasks[i], texts[i], q[i]) for i in rows])
-        ll = ev.loglikelihood(eval_prompts, [targets[i] for i in rows] * 2)
+                        + [build_prompt(tasks[i], texts[i], q[i]) for i in rows])
+        return out, rows, eval_prompts, [targets[i] for i in rows] * 2
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+        out, rows, eval_prompts, targets = plan(completions, kwargs)
+        if not rows:
+            return out
+        ll = ev.loglikelihood(eval_prompts, targets)
         for j, i in enumerate(rows):
             out[i] = min(1.0, math.exp(ll[len(rows) + j] - ll[j]))
         return out
 
-    return _named(reward, "answer_likelihood", answer_likelihood_reward, evaluator=ev, task=task)
+    def requests(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[ReaderRequest]:
+        _, _, eval_prompts, targets = plan(completions, kwargs)
+        return [ReaderRequest(p, target=t) for p, t in zip(eval_prompts, targets)]
+
+    return _named(reward, "answer_likelihood", answer_likelihood_reward, evaluator=ev, task=task,
+                  reader_requests=requests)
 
 
 @register_reward("reader_accuracy")
@@ -436,7 +447,8 @@ def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: 
     get_task(task)
     scored = None if tasks is None else {get_task(t).name for t in tasks}
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+    def plan(completions: Sequence[Any], kwargs: Mapping[str, Any]):
+        """``(texts, golds, scores so far, [(task, rows, questions or None)])``: one reader call per task."""
         texts = _texts(completions)
         n = len(texts)
         golds = _column(kwargs, "answer", n, "reader_accuracy")
@@ -444,13 +456,25 @@ def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: 
         questions = _questions(kwargs, row_tasks, n, "reader_accuracy")
         out: list[Optional[float]] = [None if g is None or (scored is not None and t not in scored) else 0.0
                                       for g, t in zip(golds, row_tasks)]
+        calls = []
         for t in dict.fromkeys(row_tasks):
             if scored is not None and t not in scored:
                 continue
             rows = [i for i in range(n) if row_tasks[i] == t and golds[i] is not None and texts[i].strip()]
-            if not rows:
-                continue
-            qs = [questions[i] for i in rows] if TASKS[t].needs_question else None
+            if rows:
+                calls.append((t, rows, [questions[i] for i in rows] if TASKS[t].needs_question else None))
+        return texts, golds, out, calls
+
+    def requests(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[ReaderRequest]:
+        texts, _, _, calls = plan(completions, kwargs)
+        n_new = ev.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return [ReaderRequest(build_prompt(t, texts[i], qs[j] if qs else None), max_new_tokens=n_new,
+                              stop=tuple(TASKS[t].stop))
+                for t, rows, qs in calls for j, i in enumerate(rows)]
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[Optional[float]]:
+        texts, golds, out, calls = plan(completions, kwargs)
+        for t, rows, qs in calls:
             answers = ev.answer(t, [texts[i] for i in rows], qs, max_new_tokens=max_new_tokens)
             for i, a in zip(rows, answers):
                 g = golds[i]
@@ -461,7 +485,8 @@ def reader_accuracy_reward(*, evaluator: EvaluatorSpec = TRAINING_READER, task: 
                 out[i] = 0.5 * sc["contains"] + 0.5 * sc["f1"] if "f1" in sc else sc["accuracy"]
         return out
 
-    return _named(reward, "reader_accuracy", reader_accuracy_reward, evaluator=ev, task=task)
+    return _named(reward, "reader_accuracy", reader_accuracy_reward, evaluator=ev, task=task,
+                  reader_requests=requests)
 
 
 # ---------------------------------------------------------------- answer span (qa, evaluator-free)
@@ -681,6 +706,21 @@ def get_reward(name: str, **settings: Any) -> RewardFunc:
 _SPEC_KEYS = ("name", "weight", "kwargs")
 
 
+def prefetch_rewards(funcs: Sequence[Callable[..., Any]], prompts: Sequence[Any], completions: Sequence[Any],
+                     **kwargs: Any) -> int:
+    """Before calling ``funcs`` on a batch: compute what their evaluators will be asked, per evaluator in one pass
+    (:meth:`Evaluator.prefetch`: one prefill serves a prompt's likelihood and its reply). The rewards then read
+    it from the cache. Rewards without ``reader_requests`` are left alone; returns the entries computed."""
+    by_evaluator: dict[int, tuple[Evaluator, list[ReaderRequest]]] = {}
+    for fn in funcs:
+        plan = getattr(fn, "reader_requests", None)
+        ev = getattr(fn, "evaluator", None)
+        if plan is None or not isinstance(ev, Evaluator):
+            continue
+        by_evaluator.setdefault(id(ev), (ev, []))[1].extend(plan(prompts, completions, **kwargs))
+    return sum(ev.prefetch(reqs) for ev, reqs in by_evaluator.values())
+
+
 def build_rewards(specs: Iterable[Union[str, Mapping[str, Any]]]) -> tuple[list[RewardFunc], list[float]]:
     """``(reward_funcs, reward_weights)`` for ``GRPOTrainer`` from a recipe's ``rewards:`` list.
 
@@ -726,5 +766,5 @@ def build_rewards(specs: Iterable[Union[str, Mapping[str, Any]]]) -> tuple[list[
 
 __all__ = ["REWARDS", "RewardFunc", "answer_agreement_reward", "answer_likelihood_reward", "build_rewards",
            "completion_text", "compression_reward", "compression_score", "coverage_score", "fidelity_reward",
-           "format_reward", "format_violations", "get_reward", "gold_target", "protected_coverage_reward",
+           "format_reward", "format_violations", "get_reward", "gold_target", "prefetch_rewards", "protected_coverage_reward",
            "reader_accuracy_reward", "register_reward", "reward_names", "shared_evaluator", "shared_feedback"]

@@ -534,6 +534,7 @@ class RewardBank:
 def score_masks(bank: RewardBank, rate: float, rows: Sequence[Row], masks: Sequence[np.ndarray],
                 metrics: dict[str, float]) -> np.ndarray:
     """Weighted reward ``[prompts, G]`` of every mask; per-reward means are added to ``metrics``."""
+    from rlpc_core.rewards import prefetch_rewards
     from rlpc_core.words import join_kept
 
     funcs, weights = bank.get(rate)
@@ -550,6 +551,8 @@ def score_masks(bank: RewardBank, rate: float, rows: Sequence[Row], masks: Seque
     def log_metric(name: str, value: float) -> None:
         metrics[name] = float(value)
 
+    # The reader's likelihood and its answer on each sample, one prefill for both, before the rewards read them.
+    prefetch_rewards(funcs, cols["original"], texts, **cols)
     for fn, w in zip(funcs, weights):
         values = fn(prompts=cols["original"], completions=texts, log_metric=log_metric, **cols)
         arr = np.array([np.nan if v is None else float(v) for v in values])

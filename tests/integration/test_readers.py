@@ -435,3 +435,36 @@ def test_reader_accuracy_scores_the_readers_own_answer_and_skips_tasks_it_is_not
     from rlpc_core.evaluator import EvalCache
 
     assert len(EvalCache(cache)) == 2  # two generations: the empty completion and the math row cost nothing
+
+
+@needs_llama_cpp
+def test_prefetch_serves_a_likelihood_and_an_answer_with_one_prefill(tmp_path):
+    """The reader reward's two halves on the same compressed prompt: prefetched together, each prompt is prefilled
+    once (the reply reuses the likelihood's KV cache), and the rewards then compute nothing and score the same."""
+    from rlpc_core.evaluator import EvalCache
+    from rlpc_core.rewards import get_reward, prefetch_rewards
+
+    def rewards(cache):
+        settings = {"model": f"llamacpp:{SMOL}", "n_ctx": 1024, "threads": 2, "cache": str(cache)}
+        return [get_reward("answer_likelihood", evaluator=settings, task="qa"),
+                get_reward("reader_accuracy", evaluator=settings, task="qa", max_new_tokens=8)]
+
+    original = "The Eiffel Tower is in Paris. It was finished in 1889. It is 330 metres tall."
+    batch = dict(completions=["The Eiffel Tower is in Paris.", "It was finished in 1889.", ""],
+                 original=[original] * 3, question=["In which city is the Eiffel Tower?"] * 3, answer=[["Paris"]] * 3)
+    plain = [fn(prompts=["p"] * 3, **batch) for fn in rewards(tmp_path / "plain.sqlite")]
+
+    funcs = rewards(tmp_path / "shared.sqlite")
+    assert funcs[0].evaluator is funcs[1].evaluator  # same settings: one reader, one cache
+    # likelihoods of the original and of 2 non-empty compressions, and 2 replies (the empty one costs nothing)
+    assert prefetch_rewards(funcs, ["p"] * 3, **batch) == 5
+    cache = EvalCache(tmp_path / "shared.sqlite")
+    assert len(cache) == 5
+    assert [fn(prompts=["p"] * 3, **batch) for fn in funcs] == plain
+    assert len(cache) == 5  # the rewards found everything cached
+    asked = funcs[1].reader_requests(["p"] * 3, **batch)
+    replies = [r for r, _ in funcs[1].evaluator.replies([q.prompt for q in asked], max_new_tokens=8,
+                                                        stop=asked[0].stop)]
+    assert len(replies) == 2
+    for r in replies:  # computed right after the same prompt's likelihood: all but one prompt token reused
+        assert r.reused_tokens == r.prompt_tokens - 1, r
