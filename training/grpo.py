@@ -80,7 +80,28 @@ def on_clean_text(fn: Callable[..., list]) -> Callable[..., list]:
     def reward(prompts, completions, **kwargs):
         return fn(prompts, [clean_rewrite(completion_text(c)) for c in completions], **kwargs)
 
+    if hasattr(fn, "reader_requests"):  # what the reward will ask its reader: about the cleaned rewrite too
+        reward.reader_requests = lambda prompts, completions, **kwargs: fn.reader_requests(
+            prompts, [clean_rewrite(completion_text(c)) for c in completions], **kwargs)
     return reward
+
+
+def prefetching(funcs: Sequence[Callable[..., list]]) -> list[Callable[..., list]]:
+    """trl calls the rewards one after another; the first one now also computes, in one pass, what every reward
+    will ask its reader (:func:`rlpc_core.rewards.prefetch_rewards`: one prefill per prompt serves a likelihood
+    and a reply), and the others read it from the cache."""
+    from rlpc_core.rewards import prefetch_rewards
+
+    if not any(hasattr(fn, "reader_requests") for fn in funcs):
+        return list(funcs)
+    first, everyone = funcs[0], list(funcs)
+
+    @functools.wraps(first)
+    def reward(prompts, completions, **kwargs):
+        prefetch_rewards(everyone, prompts, completions, **kwargs)
+        return first(prompts, completions, **kwargs)
+
+    return [reward, *funcs[1:]]
 
 
 def build_reward_funcs(recipe: Recipe, device: str) -> tuple[list[Callable], list[float], Optional[Any]]:
@@ -89,7 +110,7 @@ def build_reward_funcs(recipe: Recipe, device: str) -> tuple[list[Callable], lis
     from training.constraint import FidelityConstraint
 
     funcs, weights = build_rewards(recipe.reward_specs(device))
-    funcs = [fn if fn.__name__ == "format" else on_clean_text(fn) for fn in funcs]
+    funcs = prefetching([fn if fn.__name__ == "format" else on_clean_text(fn) for fn in funcs])
     constraint = None
     if recipe.constraint.enabled:
         i = [item.name for item in recipe.rewards].index(recipe.constraint.reward)

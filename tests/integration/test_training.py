@@ -4,6 +4,7 @@ SIGKILL; two processes under accelerate launch."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -313,6 +314,34 @@ def test_rewards_score_the_cleaned_rewrite_except_format():
     assert wrapped.__name__ == "compression" and wrapped.task == "math"
     wrapped(["p"], [[{"role": "assistant", "content": "Here is the compressed prompt:\nTom: 3 boxes x 12."}]])
     assert seen == ["Tom: 3 boxes x 12."]
+
+
+def test_trl_rewards_prefetch_the_readers_work_for_the_cleaned_rewrite(tmp_path):
+    """Under trl the first reward of a batch computes what every reward will ask the reader, about the rewrite
+    the Compressor would use; the rewards then find it cached."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install 'rlpc[reader]'; CI installs it)")
+    from rlpc_core.evaluator import EvalCache
+    from rlpc_core.rewards import get_reward
+    from training.grpo import on_clean_text, prefetching
+
+    reader = {"model": "llamacpp:smollm2-135m-instruct", "n_ctx": 1024, "threads": 2,
+              "cache": str(tmp_path / "r.sqlite")}
+    funcs = prefetching([on_clean_text(get_reward("compression", target_rate=0.5)),
+                         on_clean_text(get_reward("answer_likelihood", evaluator=reader, task="qa")),
+                         on_clean_text(get_reward("reader_accuracy", evaluator=reader, task="qa", max_new_tokens=6))])
+    assert [f.__name__ for f in funcs] == ["compression", "answer_likelihood", "reader_accuracy"]
+    original = "The Eiffel Tower is in Paris. It was finished in 1889."
+    batch = dict(original=[original], question=["In which city is the Eiffel Tower?"], answer=[["Paris"]])
+    completions = [[{"role": "assistant", "content": "Here is the compressed prompt:\nEiffel Tower: Paris."}]]
+    assert funcs[1].reader_requests(["p"], completions, **batch)[1].prompt.count("Here is") == 0
+    funcs[0](["p"], completions, **batch)  # trl calls the first reward first
+    cache = EvalCache(tmp_path / "r.sqlite")
+    assert len(cache) == 3  # the original's and the rewrite's likelihoods, the rewrite's reply
+    scores = [fn(["p"], completions, **batch) for fn in funcs[1:]]
+    assert len(cache) == 3 and all(0.0 <= s[0] <= 1.0 for s in scores)
+    plain = on_clean_text(get_reward("compression", target_rate=0.5))
+    assert prefetching([plain]) == [plain]  # no reader reward: nothing wrapped
 
 
 def test_user_pairs_are_checked(tmp_path):
