@@ -15,7 +15,10 @@ The compressor treats each unit as one item: it keeps all of its words or none.
 * **name**: consecutive capitalised words, with *of/de/van/von/da/du/la* inside ("Claire Dubois", "Holland
   America Line", "Bank of New Zealand");
 * **date** and **time**: month and weekday names with their day and year, ISO dates, clock times with am/pm or a
-  time zone ("Monday, 3 March", "2025-04-30", "10:30 am", "14:00 CET").
+  time zone ("Monday, 3 March", "2025-04-30", "10:30 am", "14:00 CET");
+* **quotation**: a short quoted span, up to eight words ("Have I Told You Lately", 'James P. Flynn', « Le Monde »):
+  titles, names and terms in quotes, where one dropped word makes another title (`Told You Lately"` is not the
+  song). On 400 SQuAD and NQ *train* rows at rate 0.5, 22 of 73 short quotations came out split before this rule.
 
 Rules, not a parser: fast (a few milliseconds for a thousand words) and good enough that the reader-measured
 benchmarks can tell.
@@ -83,6 +86,10 @@ _YEAR = re.compile(r"^(?:1[5-9]|2[0-9])\d\d[,.]?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}|^\d{1,2}/\d{1,2}/\d{2,4}|^\d{1,2}\.\d{1,2}\.\d{2,4}")
 _CLOCK = re.compile(r"^\d{1,2}[:h.]\d{2}(?:[ap]\.?m\.?)?[,.]?$|^\d{1,2}(?:am|pm|a\.m\.|p\.m\.)[,.]?$", re.IGNORECASE)
 _CLAUSE_END = re.compile(r"[.!?;:,)\]]$")
+# a quotation opens on a word that starts with a quote mark and closes on the first word ending with its pair
+_QUOTE_PAIRS = {'"': '"', "“": "”", "„": "“", "«": "»", "‘": "’", "'": "'"}
+_QUOTE_CLOSE = re.compile(r"[.!?;:,)\]]*$")
+MAX_QUOTATION_WORDS = 8  # longer quotations are ordinary text: their sentences are ranked and cut as any other
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,24 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
                 continue
             taken += 1
         raw.append((lo, j + 1, "negation"))
+
+    # quotations: a short quoted span, within one line
+    for i in range(n):
+        w = words[i]
+        close = _QUOTE_PAIRS.get(w[:1])
+        if close is None or (len(w) == 1 and w != "«"):  # French spaces its guillemets: « Le Monde »
+            continue
+        if len(w) > 1 and (not (w[1].isalnum() or w[1] in _QUOTE_PAIRS) or _QUOTE_CLOSE.sub("", w[1:]).endswith(close)):
+            continue  # not an opening quote, or a one-word quotation ("done"): nothing to hold together
+        for j in range(i + 1, min(n, i + MAX_QUOTATION_WORDS + (len(w) == 1))):
+            if breaks is not None and breaks[j]:
+                break
+            word = _QUOTE_CLOSE.sub("", words[j])
+            if close == "'" and word.startswith("'"):
+                continue  # "rock 'n' roll": apostrophes, not a closing quote
+            if word.endswith(close):
+                raw.append((i, j + 1, "quotation"))
+                break
 
     # names: capitalised runs of two or more words, joiners inside
     i = 0

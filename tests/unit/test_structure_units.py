@@ -123,9 +123,22 @@ def test_task_text_is_the_question_or_the_closing_instruction():
     ("Deposits at the Bank of New Zealand grew.", "Bank of New Zealand"),
     ("The call is on Monday, 3 March at 10:30 am.", "Monday, 3 March at 10:30 am."),
     ("Doors open at 14:00 CET sharp.", "14:00 CET"),
+    ('"Have I Told You Lately" is a hit song by Van Morrison.', '"Have I Told You Lately"'),
+    ("In show business he goes by the name 'James P. Flynn'. He lives in Boston.", "'James P. Flynn'."),
+    ("Son dernier livre, « La mer à boire », est sorti.", "« La mer à boire »,"),
+    ("The “least privilege” rule applies, she said.", "“least privilege”"),
 ])
 def test_units(text, unit):
     assert unit in [u for u, _ in units(text)], units(text)
+
+
+def test_quotations_are_short_and_close_on_their_own_mark():
+    kinds = lambda text: {u: k for u, k in units(text)}  # noqa: E731
+    assert not [u for u, k in units("It's the '90s and rock 'n' roll was king.") if "quotation" in k]
+    long = '"' + " ".join(["word"] * 12) + '" and more'
+    assert not [u for u, k in units(long) if "quotation" in k]  # a long quotation is ordinary text
+    assert not [u for u, k in units('He said "yes\nand no" twice.') if "quotation" in k]  # one line at most
+    assert "quotation" in kinds('Call it "done" or "Project Blue Sky" today.').get('"Project Blue Sky"', "")
 
 
 def test_no_unit_crosses_a_line_break_or_starts_with_a_sentence_opener():
