@@ -385,6 +385,11 @@ class EvalCache:
         self._journal_loaded = False
         self._journaled: set[str] = set()  # keys the journal already holds
 
+    @classmethod
+    def default(cls, *, journal: Union[str, os.PathLike, None] = None) -> "EvalCache":
+        """The machine's shared cache, ``cache_dir()/evaluator.sqlite`` (``$RLPC_CACHE`` moves it)."""
+        return cls(cache_dir() / "evaluator.sqlite", journal=journal)
+
     def __repr__(self) -> str:
         return f"EvalCache({str(self.path)!r}" + (f", journal={str(self.journal)!r})" if self.journal else ")")
 
@@ -544,7 +549,7 @@ class Evaluator:
         self.backend = make_backend(self.model_spec, dtype=dtype, device=device, batch_size=batch_size,
                                     options=backend_options)
         if cache is True:
-            self.cache: Optional[EvalCache] = EvalCache(cache_dir() / "evaluator.sqlite")
+            self.cache: Optional[EvalCache] = EvalCache.default()
         elif cache is False or cache is None:
             self.cache = None
         elif isinstance(cache, EvalCache):

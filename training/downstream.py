@@ -70,13 +70,12 @@ def run_reader(records: list[dict[str, Any]], examples: Sequence[Any], *, spec: 
     run continued on another machine (its folder copied or committed) asks the reader only what is missing.
     """
     from rlpc_core.evaluator import TASKS, EvalCache, Evaluator
-    from rlpc_core.models import cache_dir
 
     task = READER_TASKS.get(examples[0].task)
     if task is None:
         return {"spec": spec, "skipped": f"task {examples[0].task!r} has no gold a reader's answer can be scored on"}
     n_new = int(max_new_tokens[task])
-    cache = EvalCache(cache_dir() / "evaluator.sqlite", journal=journal) if journal is not None else True
+    cache = EvalCache.default(journal=journal) if journal is not None else True
     ev = Evaluator(spec, max_new_tokens=n_new, cache=cache, **dict(options or {}))
     by_id = {e.id: e for e in examples}
     scored = [r for r in records if r["method"] not in skip_methods]
