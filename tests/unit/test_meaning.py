@@ -246,6 +246,28 @@ def test_the_answer_type_prior_keeps_the_sentence_that_names_who():
     assert "Mara Quinlan" not in untyped, untyped  # the counterfactual: the prior is what keeps the name
 
 
+def test_a_passage_for_a_how_many_query_is_a_context_not_a_word_problem():
+    # Short and number-heavy like a word problem, but it asks nothing itself: compressed for a separate query, its
+    # sentences are kept or dropped whole, not every sentence cut down to its numbers.
+    text = ("A metal staircase reaches the main deck after 1,776 steps, and the upper deck 100 m above after 2,579 "
+            "steps. The stairs are meant for emergency use only and are closed to the public, except twice a year "
+            "for charity climbs. The average climber takes about 30 minutes to reach the base of the dome. The "
+            "fastest climb, 7 minutes 52 seconds, was set in 1989 by a police officer from the province.")
+    r = Compressor(tokenizer="words").compress(text, rate=0.5, query="how many steps does the tower have")
+    assert "after 2,579 steps" in r.text and r.budget_met, r.text
+    words = text.split()
+    assert len(r.kept) == len(words)
+    start = 0
+    for sentence in text.split(". "):
+        n = len(sentence.split())
+        share = sum(r.kept[start : start + n]) / n
+        assert share == 0 or share >= 0.6, (sentence, r.text)  # whole (short form) or dropped, never bare numbers
+        start += n
+    # the same text asking its own question is a word problem: every fact's number stays
+    problem = text + " How many minutes faster than the average climber was the record?"
+    assert "30 minutes" in Compressor(tokenizer="words").compress(problem, rate=0.5).text
+
+
 def test_few_shot_examples_go_whole_before_any_word_inside_one():
     demos = "\n\n".join(f"Q: What is {a} plus {b}?\nA: {a} plus {b} is {a + b}. The answer is {a + b}."
                         for a, b in ((2, 3), (10, 7), (4, 4), (12, 30), (5, 9)))
