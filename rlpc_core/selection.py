@@ -242,6 +242,7 @@ class Plan:
     ranks: np.ndarray  # the policy's word scores as ranks in [0, 1]
     units: Units
     content: np.ndarray  # words that are not filler
+    typed: np.ndarray  # words that could be the answer the question asks for (a name for "who", a date for "when")
 
     @property
     def n_blocks(self) -> int:
@@ -315,9 +316,11 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     if config.lead_bonus:
         value = value + config.lead_bonus * _leads(block, free, sent, para, is_demo, n_blocks)
     kind = asked_kind(query) if config.answer_type_bonus else None
+    typed_words = np.zeros(n, dtype=bool)
     if kind is not None:  # a "who" question is answered by a sentence that names someone, a "when" by a date
+        typed_words = free & _typed(kind, words, norm, numbers, units, sent, query)
         typed = np.zeros(n_blocks)
-        typed[np.unique(block[free & _typed(kind, words, norm, numbers, units, sent, query)])] = 1.0
+        typed[np.unique(block[typed_words])] = 1.0
         typed[is_demo] = 0.0
         if q:  # only a sentence about the question: a name in an unrelated paragraph answers nothing
             typed *= best_sent > 0
@@ -344,15 +347,16 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
     return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
-                deep_cost, deep_ok, critical, crit_cost, ranks, units, content)
+                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words)
 
 
 def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     """The keep mask when the blocks are taken in ``order`` (block indices; blocks not listed are dropped).
 
     Each block in turn, while the budget allows: its short form, else its deep form, else (the first block only,
-    not a demonstration) its units alone; then the budget left puts back the best words the forms cut, whole units
-    at a time; then listed blocks that did not fit before may fit in what is left.
+    not a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then the budget left puts back the
+    best words the forms cut, whole units at a time, words of the kind the question asks for first; then listed
+    blocks that did not fit before may fit in what is left.
     """
     costs, block, free = plan.costs, plan.block, plan.free
     keep = plan.verbatim.copy()
@@ -366,19 +370,22 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         elif plan.deep_ok[b] and plan.deep_cost[b] <= room:
             keep[in_b] = plan.deep[in_b]
             room -= plan.deep_cost[b]
-        elif pos == 0 and not plan.is_demo[b] and plan.crit_cost[b] <= room:
+        elif pos == 0 and not plan.is_demo[b]:
             # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
-            # its units (the fine stage below puts its best words back first)
-            keep[in_b] = plan.critical[in_b]
-            room -= plan.crit_cost[b]
+            # what matters most in it, rather than the room going to less relevant sentences that happen to be short
+            taken = _cut_to_fit(plan, in_b, room)
+            if not taken.size:
+                continue
+            keep[taken] = True
+            room -= int(costs[taken].sum())
         else:
             continue
         chosen[b] = True
 
-    # fine: put back the best words the forms cut, whole units at a time
+    # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first
     unit_of = plan.units.unit_of(len(keep))
     back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
-    for i in back[np.lexsort((back, -plan.ranks[back]))]:
+    for i in back[np.lexsort((back, -plan.ranks[back], ~plan.typed[back]))]:
         if keep[i]:
             continue
         group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
@@ -393,6 +400,33 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
             room -= plan.short_cost[b]
             keep[plan.members_of[b]] = plan.short[plan.members_of[b]]
     return keep
+
+
+def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
+    """The words of one block worth most within ``room`` tokens: meaning units whole and single words, the kind of
+    answer the question asks for first (a name for "who"), then units and numbers, then content words by the
+    policy's rank; filler last. In the block's order."""
+    unit_of = plan.units.unit_of(len(plan.costs))
+    items: list[np.ndarray] = []
+    seen: set[int] = set()
+    for i in members:
+        u = int(unit_of[i])
+        if u < 0:
+            items.append(np.asarray([i]))
+        elif u not in seen:
+            seen.add(u)
+            lo, hi = plan.units.spans[u]
+            items.append(np.arange(lo, hi))
+    key = np.asarray([(not plan.typed[it].any(), not plan.critical[it].any(), not plan.content[it].any(),
+                       -float(plan.ranks[it].max()), int(it[0])) for it in items],
+                     dtype=[("t", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
+    taken: list[np.ndarray] = []
+    for k in np.argsort(key, order=("t", "c", "f", "r", "p"), kind="stable"):
+        c = int(plan.costs[items[k]].sum())
+        if c <= room:
+            taken.append(items[k])
+            room -= c
+    return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
 
 
 def _members(block: np.ndarray, n_blocks: int) -> list[np.ndarray]:
