@@ -41,6 +41,10 @@ from .units import MONTHS, Units
 from .words import Words
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+#: A full stop that ends an abbreviation, not a sentence: an initial ("J. K. Rowling"), letters with dots ("U.S.",
+#: "e.g."), or a title before a name ("Dr. Mehta", "St. Louis").
+_ABBREVIATION = re.compile(r"^\(?(?:[A-Z]|(?:[A-Za-z]\.){1,3}[A-Za-z]|Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft|Gen|Col|Lt|Sgt|Capt|Cpt|"
+                           r"Sen|Rep|Gov|Pres|Rev|Hon|Fr|Sr|Jr|No|Nos|Vol|Fig|vs|approx|ca|cf|etc)\.$")
 #: Words a reader can do without inside a kept sentence: articles, forms of "be" and "have", pronouns, the commonest
 #: prepositions and "and". Not filler, though stopwords: negations, modals (must, may, should), relations in time,
 #: space and quantity (before, after, until, without, except, unless, only, under, over, than, per, or).
@@ -57,8 +61,9 @@ def filler_mask(words: Words) -> np.ndarray:
 
 def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? or a line break, a paragraph at a
-    blank line; never inside a meaning unit ("bis zum 30. April" is one), nor after a number whose next word goes
-    on in lower case."""
+    blank line; never inside a meaning unit ("bis zum 30. April" is one), before a word in lower case (a sentence
+    does not open with one: "at 5 p.m. on Friday"), nor after an abbreviation followed by a capital ("the U.S.
+    Navy", "J. K. Rowling", "Dr. Mehta")."""
     n = len(words)
     sent = np.zeros(n, dtype=np.int64)
     para = np.zeros(n, dtype=np.int64)
@@ -74,7 +79,7 @@ def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarra
         if not inside[i]:
             if "\n" in gap:
                 s += 1
-            elif _SENTENCE_END.search(prev) and not (prev[:1].isdigit() and text[starts[i]].islower()):
+            elif _SENTENCE_END.search(prev) and not text[starts[i]].islower() and not _ABBREVIATION.match(prev):
                 s += 1
         if gap.count("\n") >= 2:
             p += 1
