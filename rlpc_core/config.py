@@ -161,6 +161,12 @@ class SelectionConfig:
     #: --development --limit 80`` on two saved compressors, 0 and 2): +2.5 points of reader accuracy on NQ, no row
     #: worse; SQuAD, whose questions mostly start "What", unchanged. 0 turns it off.
     answer_type_bonus: float = 2.0
+    #: Weight of the policy's own block logit in a block's value: the mean of its raw word scores over the block's
+    #: content words, added to the value above (whose policy part is only the scores' within-prompt ranks, a small
+    #: share next to the question coverage and the priors). 0 for policies whose scores are not logits (the
+    #: graph). A policy trained with block actions sets it in its recipe (its checkpoint saves it): training then
+    #: samples blocks by this same value, so what reinforcement learning changes is what inference ranks by.
+    policy_logit_weight: float = 0.0
     #: A math problem (a short, plain prompt asking for a quantity) keeps its question verbatim unless the question
     #: alone would take more than this share of the budget: then its filler may go too, for the facts' sake.
     math_question_share: float = 0.3
@@ -181,6 +187,7 @@ class SelectionConfig:
         _number("dense_word_drop", self.dense_word_drop, 0.0, 1.0)
         _number("query_relevance", self.query_relevance, 0.0, 10.0)
         _number("paragraph_relevance", self.paragraph_relevance, 0.0, 10.0)
+        _number("policy_logit_weight", self.policy_logit_weight, 0.0, 10.0)
         _number("rule_bonus", self.rule_bonus, 0.0, 10.0)
         _number("lead_bonus", self.lead_bonus, 0.0, 10.0)
         _number("answer_type_bonus", self.answer_type_bonus, 0.0, 10.0)

@@ -248,6 +248,8 @@ class Plan:
     units: Units
     content: np.ndarray  # words that are not filler
     typed: np.ndarray  # words that could be the answer the question asks for (a name for "who", a date for "when")
+    logit_part: np.ndarray  # per block: policy_logit_weight x its block logit (in value; zeros when the weight is 0)
+    logit_weight: float
 
     @property
     def n_blocks(self) -> int:
@@ -334,6 +336,12 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
         value = value + prior_sum / np.maximum(all_counts, 1)
 
+    logit_part = np.zeros(n_blocks)
+    if config.policy_logit_weight:
+        logit_part = config.policy_logit_weight * block_logits(np.asarray(scores, dtype=np.float64), block, free,
+                                                                content, n_blocks)
+        value = value + logit_part
+
     full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
     # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
     order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
@@ -352,7 +360,27 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
     return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
-                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words)
+                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, logit_part,
+                float(config.policy_logit_weight))
+
+
+def block_segments(block: np.ndarray, free: np.ndarray, content: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(word indices, their block)`` over which a block's logit is averaged: its content words (all its words when
+    it has none)."""
+    idx = np.flatnonzero(free)
+    blk = block[idx]
+    has_content = np.zeros(n_blocks, dtype=bool)
+    has_content[blk[content[idx]]] = True
+    use = content[idx] | ~has_content[blk]
+    return idx[use], blk[use]
+
+
+def block_logits(scores: np.ndarray, block: np.ndarray, free: np.ndarray, content: np.ndarray,
+                 n_blocks: int) -> np.ndarray:
+    """Each block's logit: the mean of the policy's raw scores over :func:`block_segments`."""
+    idx, blk = block_segments(block, free, content, n_blocks)
+    counts = np.bincount(blk, minlength=n_blocks).astype(np.float64)
+    return np.bincount(blk, weights=scores[idx], minlength=n_blocks) / np.maximum(counts, 1)
 
 
 def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
@@ -589,5 +617,5 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
     return keep
 
 
-__all__ = ["FILLER", "Plan", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize",
+__all__ = ["FILLER", "Plan", "block_logits", "block_segments", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize",
            "select", "sentence_ids"]

@@ -172,14 +172,10 @@ def data_positions(step: int, per_step: int, n_rows: int, seed: int) -> list[int
 
 def block_segments(plan: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(word indices, their block)``: a block's logit is the mean over these (its content words; all its words
-    when it has none)."""
-    idx = np.flatnonzero(plan.free)
-    blk = plan.block[idx]
-    content = plan.content[idx]
-    has_content = np.zeros(plan.n_blocks, dtype=bool)
-    has_content[blk[content]] = True
-    use = content | ~has_content[blk]
-    return idx[use], blk[use]
+    when it has none), as in :func:`rlpc_core.selection.block_logits`."""
+    from rlpc_core.selection import block_segments as segments
+
+    return segments(plan.block, plan.free, plan.content, plan.n_blocks)
 
 
 def segment_mean(z: Any, idx: np.ndarray, blk: np.ndarray, n_blocks: int) -> Any:
@@ -194,25 +190,45 @@ def segment_mean(z: Any, idx: np.ndarray, blk: np.ndarray, n_blocks: int) -> Any
     return sums / torch.as_tensor(np.maximum(counts, 1), dtype=z.dtype, device=z.device)
 
 
+def block_scores(plan: Any, z: Any, idx: np.ndarray, blk: np.ndarray) -> Any:
+    """The score each block is sampled by, under word logits ``z`` (numpy, or torch with the gradient).
+
+    With ``policy_logit_weight`` > 0 (a recipe that trains the policy's own block logit) it is the block's value as
+    inference ranks it: the selection's value without the policy's logit, held fixed, plus the weight times the
+    block logit under ``z``; so greedy inference takes the blocks sampling favours. With weight 0 it is the block
+    logit alone (inference ranks by the selection's value, of which the policy's scores are a small part).
+    """
+    s = segment_mean(z, idx, blk, plan.n_blocks)
+    if not plan.logit_weight:
+        return s
+    fixed = plan.value - plan.logit_part
+    if isinstance(s, np.ndarray):
+        return fixed + plan.logit_weight * s
+    import torch
+
+    return torch.as_tensor(fixed, dtype=s.dtype, device=s.device) + plan.logit_weight * s
+
+
 def block_rollout(plan: Any, z: np.ndarray, budget: int, g: int, rng: np.random.Generator,
                   temperature: float) -> dict[str, Any]:
     """``g`` samples of which blocks to keep, made real by the shared selection.
 
-    Block keep probabilities are ``sigmoid(s / T + b)`` with ``s`` the block logits and ``b`` solved so that the
-    expected cost of the kept blocks' short forms equals the room the budget leaves after the verbatim words; each
-    sample's chosen blocks, in value order, go through :func:`rlpc_core.selection.realize` (forms, units, the fine
-    stage, the budget), so the rewards score exactly what inference would produce from such a choice.
+    Block keep probabilities are ``sigmoid(s / T + b)`` with ``s`` the block scores (:func:`block_scores`) and ``b``
+    solved so that the expected cost of the kept blocks' short forms equals the room the budget leaves after the
+    verbatim words; each sample's chosen blocks, in value order, go through :func:`rlpc_core.selection.realize`
+    (forms, units, the fine stage, the budget), so the rewards score exactly what inference would produce from such
+    a choice.
     """
     from rlpc_core.selection import realize
 
     idx, blk = block_segments(plan)
-    s = segment_mean(z, idx, blk, plan.n_blocks)
+    s = block_scores(plan, z, idx, blk)
     room = budget - float(plan.costs[plan.verbatim].sum())
     b = keep_offset(s / temperature, plan.short_cost, np.ones(plan.n_blocks, dtype=bool), room)
     chosen = rng.random((g, plan.n_blocks)) < sigmoid(s / temperature + b)
     order = plan.by_value
     words = np.stack([realize(plan, order[c[order]], budget) for c in chosen])
-    return {"idx": idx, "blk": blk, "chosen": chosen, "offset": b, "words": words, "room": room}
+    return {"idx": idx, "blk": blk, "chosen": chosen, "offset": b, "words": words, "room": room, "plan": plan}
 
 
 # ---------------------------------------------------------------- rows, prepared once
@@ -601,7 +617,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
             offsets.append(roll["offset"])
             masks.append(roll["words"])
             if ref_model is not None:
-                s_ref = segment_mean(ref_logits[i], roll["idx"], roll["blk"], plan.n_blocks)
+                s_ref = block_scores(plan, ref_logits[i], roll["idx"], roll["blk"])
                 ref_offsets.append(keep_offset(s_ref, plan.short_cost, np.ones(plan.n_blocks, dtype=bool), roll["room"]))
             continue
         blocks.append(None)
@@ -630,7 +646,7 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
         bl = blocks[k]
         if bl is None:
             return (mask_log_probs(z / g.temperature, offsets[k], t(masks[k])), t(~batch[k].protected, torch.bool))
-        s_blocks = segment_mean(z, bl["idx"], bl["blk"], bl["n_blocks"])
+        s_blocks = block_scores(bl["plan"], z, bl["idx"], bl["blk"])
         return (mask_log_probs(s_blocks / g.temperature, offsets[k], t(bl["chosen"])),
                 torch.ones(bl["n_blocks"], dtype=torch.bool, device=device))
 
@@ -647,9 +663,9 @@ def grpo_step(model: Any, ref_logits: dict[int, np.ndarray], ref_model: Any, row
                 bl = blocks[k]
                 if bl is None:
                     kl = bernoulli_kl(z, offsets[k], t(ref_logits[idx[k]]), ref_offsets[k], free)
-                else:  # per block, on block logits
-                    kl = bernoulli_kl(segment_mean(z, bl["idx"], bl["blk"], bl["n_blocks"]), offsets[k],
-                                      t(segment_mean(ref_logits[idx[k]], bl["idx"], bl["blk"], bl["n_blocks"])),
+                else:  # per block, on block scores
+                    kl = bernoulli_kl(block_scores(bl["plan"], z, bl["idx"], bl["blk"]), offsets[k],
+                                      t(block_scores(bl["plan"], ref_logits[idx[k]], bl["idx"], bl["blk"])),
                                       ref_offsets[k], free)
                 term = term + g.beta * kl
                 kls.append(float(kl.detach()))

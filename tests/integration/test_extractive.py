@@ -359,8 +359,8 @@ BLOCK_TEXT = ("The museum opens at 9 am on weekdays. Visitors must not bring foo
               "The cafe on the roof serves lunch until 3 pm. What may visitors not bring into the galleries?")
 
 
-def _block_plan(seed: int = 0):
-    from rlpc_core import CompressorConfig
+def _block_plan(seed: int = 0, **selection):
+    from rlpc_core.config import SelectionConfig
     from rlpc_core.selection import plan_blocks
     from rlpc_core.structure import analyze
     from rlpc_core.units import find_units
@@ -373,7 +373,7 @@ def _block_plan(seed: int = 0):
     z = np.random.default_rng(seed).normal(size=len(words))
     numbers = np.array([any(c.isdigit() for c in w) for w in words.tokens])
     plan = plan_blocks(words, costs, z, numbers, structure.verbatim, structure, units, query=None,
-                       config=CompressorConfig().selection)
+                       config=SelectionConfig(**selection))
     return words, units, costs, z, plan
 
 
@@ -413,6 +413,31 @@ def test_block_log_probs_and_their_gradient_reach_the_blocks_words():
     assert set(touched) <= set(plan.members_of[0].tolist()) and len(touched) > 0
     # filler words do not carry a block's logit when it has content words
     assert plan.content[touched].all()
+
+
+def test_with_a_policy_logit_weight_sampling_and_inference_rank_blocks_by_the_same_value():
+    from rlpc_core.selection import block_logits
+    from training.extractive import block_rollout, block_scores, block_segments
+
+    _, _, _, z, plain = _block_plan(2)
+    _, _, _, _, plan = _block_plan(2, policy_logit_weight=2.0)
+    logit = block_logits(z, plan.block, plan.free, plan.content, plan.n_blocks)
+    assert np.allclose(plan.value, plain.value + 2.0 * logit)  # inference: the value holds the policy's logit
+    idx, blk = block_segments(plan)
+    assert np.allclose(block_scores(plan, z, idx, blk), plan.value)  # sampling scores are that value
+    # the gradient reaches the words through the logit part only, scaled by the weight
+    zt = torch.tensor(z, requires_grad=True)
+    block_scores(plan, zt, idx, blk)[0].backward()
+    touched = np.flatnonzero(zt.grad.numpy())
+    assert set(touched) <= set(plan.members_of[0].tolist()) and len(touched) > 0
+    assert np.isclose(zt.grad.sum().item(), 2.0)
+    # blocks inference ranks first are kept more often
+    roll = block_rollout(plan, z, int(0.5 * len(z)), 512, np.random.default_rng(0), temperature=1.0)
+    freq = roll["chosen"].mean(axis=0)
+    best, worst = plan.by_value[0], plan.by_value[-1]
+    assert freq[best] > freq[worst]
+    # without the weight, sampling follows the block logit alone (the earlier behaviour)
+    assert np.allclose(block_scores(plain, z, idx, blk), logit)
 
 
 def test_grpo_with_block_actions_trains_and_logs_the_rows_it_treated_as_blocks(warm, tmp_path):
