@@ -253,6 +253,7 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
 | started from | {init} |
 | data | `{s.get('dataset')}` split `{s.get('split')}`, {s.get('train_rows')} rows (seed {s.get('data_seed')}); held-out splits of the named sets are refused |
 | rewards (weights) | {s.get('rewards')} |
+| reward's evaluator | {_reward_reader(recipe_yaml)} |
 | fidelity constraint | {s.get('constraint')} |
 | steps | {s.get('steps_done')} of {s.get('steps')} ({s.get('prompts_per_step')} prompts x G={s.get('num_generations')} per step) |
 | seed | {s.get('seed')} |
@@ -288,11 +289,31 @@ def _rate_note(s: dict[str, Any]) -> str:
             "are the before/after comparison.\n")
 
 
+def _keeps(s: dict[str, Any]) -> str:
+    if s.get("action") != "blocks":
+        return "the compressor keeps the best-scoring words within the budget and every protected word"
+    return ("the shared selection keeps whole sentences (and meaning units) in the order of their value, which holds "
+            "the policy's block scores, within the budget, and every protected word")
+
+
 def _action(s: dict[str, Any]) -> str:
     if s.get("action") != "blocks":
         return ", one action per word"
     return (", one action per sentence or demonstration (the shared selection makes each sampled choice real, as "
             "it does at inference; math problems stay word-level)")
+
+
+def _reward_reader(recipe_yaml: str) -> str:
+    """The evaluator the rewards asked (a held-out benchmark should judge with another reader: the card says so)."""
+    import yaml
+
+    try:
+        model = ((yaml.safe_load(recipe_yaml) or {}).get("evaluator") or {}).get("model")
+    except yaml.YAMLError:
+        model = None
+    if not model:
+        return "the recipe's default"
+    return f"`{model}` (judge held-out rows with another reader, e.g. `llamacpp:qwen2.5-coder-1.5b-instruct`)"
 
 
 def _rates(rate: Any) -> str:
@@ -312,9 +333,8 @@ tags: [rlpc, prompt-compression, grpo, token-classification, lora]
 # rlpc extractive compressor: {s.get('recipe_name')}
 
 A LoRA adapter and a keep/drop head over `{s.get('base_model')}` that score every word of a prompt (the
-question beside it, the importance graph's features with it) in one forward pass; the compressor keeps the
-best-scoring words within the budget and every protected word, so the output is an order-preserving subsequence
-of the input: nothing is invented. Trained with group-relative policy gradients (`python -m training.grpo`,
+question beside it, the importance graph's features with it) in one forward pass; {_keeps(s)}, so the output is an
+order-preserving subsequence of the input: nothing is invented. Trained with group-relative policy gradients (`python -m training.grpo`,
 `training/extractive.py`) at rates {rates}{_action(s)}. Weights: `extractive.safetensors` (adapter + head only; the base
 is the embedded MiniLM). Load it through the one inference entry point:
 
