@@ -257,9 +257,9 @@ def model_card(run_dir: Path, recipe_yaml: str, summary: dict[str, Any],
 | fidelity constraint | {s.get('constraint')} |
 | steps | {s.get('steps_done')} of {s.get('steps')} ({s.get('prompts_per_step')} prompts x G={s.get('num_generations')} per step) |
 | seed | {s.get('seed')} |
-| time | {_fmt(s.get('train_seconds'), 0)} s ({_fmt(s.get('seconds_per_step'), 2)} s/step) on {s.get('device')} |
+| time | {_time_row(s)} |
 | software | {s.get('versions')} |
-| command | `{s.get('command')}` |
+| command | {_command_row(run_dir, s)} |
 
 Reward means (training questions; `rewards/*` are the raw per-reward means trl logs, `reward` the weighted total,
 `lambda` the fidelity constraint's multiplier):
@@ -318,6 +318,29 @@ def _reward_reader(recipe_yaml: str) -> str:
 
 def _rates(rate: Any) -> str:
     return ",".join(str(r) for r in rate) if isinstance(rate, (list, tuple)) else str(rate)
+
+
+def _resumed_at(s: dict[str, Any]) -> Optional[int]:
+    """The step a resumed session started from (None for a run done in one session)."""
+    done, this = s.get("steps_done"), s.get("steps_this_session")
+    return int(done) - int(this) if done is not None and this is not None and this < done else None
+
+
+def _time_row(s: dict[str, Any]) -> str:
+    # A resumed session only timed its own steps: saying so beats passing them off as the whole run's time.
+    timing = f"{_fmt(s.get('train_seconds'), 0)} s ({_fmt(s.get('seconds_per_step'), 2)} s/step) on {s.get('device')}"
+    start = _resumed_at(s)
+    return timing if start is None else f"{timing}, steps {start + 1}-{s.get('steps_done')} only (resumed at step {start})"
+
+
+def _command_row(run_dir: Path, s: dict[str, Any]) -> str:
+    """The command that started the run, and the one that finished it when a session resumed it."""
+    run_file = Path(run_dir) / "run.json"  # written by the trainers when a run starts
+    first = json.loads(run_file.read_text(encoding="utf-8")).get("command") if run_file.is_file() else None
+    last = s.get("command")
+    if first and _resumed_at(s) is not None and first != last:
+        return f"`{first}`; resumed with `{last}`"
+    return f"`{last}`"
 
 
 def _header(run_dir: Path, s: dict[str, Any]) -> str:

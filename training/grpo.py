@@ -234,8 +234,12 @@ def prepare_folder(out: Path, recipe: Recipe, init: Optional[Path], resume_from:
     # A folder with rlpc.json is a finished compressor; while this run trains, the folder is not one.
     (out / "rlpc.json").unlink(missing_ok=True)
     write_text(out / "recipe.yaml", recipe.to_yaml())
-    write_json(out / RUN_FILE, {"init": str(init) if init else None, "recipe": recipe.name,
-                                "command": command_line()})
+    info = {"init": str(init) if init else None, "recipe": recipe.name, "command": command_line()}
+    earlier = json.loads((out / RUN_FILE).read_text()) if resume_from is not None and (out / RUN_FILE).is_file() else {}
+    if earlier.get("command"):  # a resumed run keeps the command that started it (the card shows both)
+        info["resumed_with"] = earlier.get("resumed_with", []) + [info["command"]]
+        info["command"] = earlier["command"]
+    write_json(out / RUN_FILE, info)
 
 
 def _truncate_log(path: Path, last_step: int) -> None:

@@ -247,6 +247,11 @@ def test_grpo_resume_after_sigkill_matches_an_uninterrupted_run(grpo_run, warm, 
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # the unsaved steps were redone, not logged twice
+    run = json.loads((out / "run.json").read_text())
+    assert "--init" in run["command"] and "--resume" not in run["command"]  # the command that started it
+    assert len(run["resumed_with"]) == 1 and "--resume" in run["resumed_with"][0]
+    card = (out / "README.md").read_text()
+    assert "resumed at step 2" in card and "resumed with `" in card  # the time row covers steps 3-4 only
 
 
 def test_chunks_are_balanced_and_never_split_a_word(minilm_tokenizer):
