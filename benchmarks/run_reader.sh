@@ -13,7 +13,8 @@
 # (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
 # folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)"), QA_METHODS /
 # MATH_METHODS (the method lists, e.g. a shorter one for a quick run), MATH_NEW_TOKENS (the reader's answer budget on
-# GSM8K, default 256 as in the reference design; the 1.5B ran out of it on 54% of few-shot rows: 512 reads better).
+# GSM8K, default 256 as in the reference design; the 1.5B ran out of it on 54% of few-shot rows: 512 reads better), README_BLOCK=1
+# (rewrite the README's table from this run; a full run with no datasets named always does).
 #   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +56,8 @@ for ds in "${datasets[@]}"; do
     *) echo "unknown dataset $ds (use squad, nq, squad-multi, gsm8k, gsm8k-fewshot)" >&2; exit 2 ;;
   esac
 done
-if [ -n "${BEFORE:-}" ]; then
-  $PY -m benchmarks.reader_summary "$OUT" --before "$BEFORE"
-else
-  $PY -m benchmarks.reader_summary "$OUT" --readme README.md
-fi
+# The README's table is rewritten only by a full run (no datasets named) or when asked (README_BLOCK=1): a run of one
+# or two sets must not replace the README's figures with its own.
+readme=()
+if [ ${#@} -eq 0 ] || [ "${README_BLOCK:-}" = 1 ]; then readme=(--readme README.md); fi
+$PY -m benchmarks.reader_summary "$OUT" ${BEFORE:+--before "$BEFORE"} "${readme[@]}"
