@@ -237,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--before", type=Path, default=None, help="an earlier folder of runs on the same datasets")
     p.add_argument("--before-methods", default="graph,extractive",
                    help="methods of --before shown as METHOD (before) (default graph,extractive)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write summary.{json,md,png} here instead of into FOLDER (e.g. a second --reference)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     runs = load_runs(args.folder)
@@ -245,14 +247,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.before is not None:
         add_before(runs, load_runs(args.before), [m.strip() for m in args.before_methods.split(",") if m.strip()])
     summary = summarize(runs, reference=args.reference, seed=args.seed)
-    summary["plot"] = plot(summary, args.folder)
-    (args.folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    out = args.out or args.folder
+    out.mkdir(parents=True, exist_ok=True)
+    summary["plot"] = plot(summary, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     md = markdown(summary, args.folder)
-    (args.folder / "summary.md").write_text(md, encoding="utf-8")
+    (out / "summary.md").write_text(md, encoding="utf-8")
     if args.readme is not None:
         args.readme.write_text(replace_block(args.readme.read_text(encoding="utf-8"), md, str(args.readme)),
                                encoding="utf-8")
-    print(f"wrote {args.folder / 'summary.json'}, summary.md and summary.png from {len(runs)} runs")
+    print(f"wrote {out / 'summary.json'}, summary.md and summary.png from {len(runs)} runs")
     return 0
 
 

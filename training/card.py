@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 CURVES = "reward_curves.png"
 LOG = "log.jsonl"
 SUMMARY = "training_summary.json"
+RUN_FILE = "run.json"  # the command that started a run (and any --resume after it), written by the trainers
 EVAL_PLACEHOLDER = "<!-- held-out results: filled by python -m training.card after training.evaluate -->"
 
 
@@ -335,7 +336,7 @@ def _time_row(s: dict[str, Any]) -> str:
 
 def _command_row(run_dir: Path, s: dict[str, Any]) -> str:
     """The command that started the run, and the one that finished it when a session resumed it."""
-    run_file = Path(run_dir) / "run.json"  # written by the trainers when a run starts
+    run_file = Path(run_dir) / RUN_FILE
     first = json.loads(run_file.read_text(encoding="utf-8")).get("command") if run_file.is_file() else None
     last = s.get("command")
     if first and _resumed_at(s) is not None and first != last:

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from training.card import LOG, SUMMARY, write_card
+from training.card import LOG, RUN_FILE, SUMMARY, write_card
 from training.checkpoints import (checkpoint_step, checkpoints, latest_complete, mark_complete, remove_incomplete,
                                   rotate)
 from training.common import (command_line, gold_of, is_main_process, load_policy, lora_config, policy_device,
@@ -50,7 +50,6 @@ from training.common import (command_line, gold_of, is_main_process, load_policy
 from training.data import DataError
 from training.recipe import Recipe, RecipeError, parse_yaml, recipe_from_args, training_parser
 
-RUN_FILE = "run.json"
 CONSTRAINT_FILE = "rlpc_constraint.json"
 
 
