@@ -236,8 +236,9 @@ class CompressionStore:
     """Every compression of a run, appended to ``compressions.jsonl`` the moment it is made.
 
     With ``resume`` the entries already there are reused (same method label and spec, rate, text and question), so a
-    stopped run restarts where it stopped; without it the file starts afresh. Reuse is opt-in because an entry
-    does not know which version of the code made it.
+    stopped run restarts where it stopped; without it the file starts afresh. In-process methods' keys hold their
+    configuration and a fingerprint of rlpc's code and weights (:func:`code_fingerprint`), so changed code compresses
+    afresh; a peer's key holds its scorer, not its package's code: reuse stays opt-in.
     """
 
     def __init__(self, path: Path, *, resume: bool):
@@ -270,6 +271,32 @@ class CompressionStore:
         self._fh.close()
 
 
+def _files_digest(paths: Sequence[Path], root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(paths):
+        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def code_fingerprint(method: Method) -> str:
+    """What an in-process method's outputs depend on beyond its configuration: rlpc_core's source and shipped weights,
+    and a checkpoint folder's files. In the compression key, so ``--resume`` never reuses a compression that code
+    or weights changed since (the version number alone did not move with every change of the selection)."""
+    import rlpc_core
+
+    root = Path(rlpc_core.__file__).resolve().parent
+    parts = [_files_digest([f for f in root.rglob("*") if f.is_file() and (f.suffix == ".py" or "weights" in
+                                                                              f.relative_to(root).parts)], root)]
+    folder = Path(method.spec).expanduser()
+    if folder.is_dir():
+        parts.append(_files_digest([f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")],
+                                   folder))
+    return "-".join(parts)
+
+
 def _has_dynamic_rate(method: Method, compressor: Any) -> bool:
     """Baselines and peers have no dynamic rate: their scores rank words, not relevant blocks."""
     if compressor is None:
@@ -297,13 +324,14 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
             bar.set_description(f"compress {method.label}")
             compressor = _make_compressor(method, tokenizer) if method.runs_in == "in-process" else None
             # what the outputs depend on besides the method's name: a peer's scorer; an in-process compressor's
-            # whole configuration and rlpc's version (so --resume never reuses what older code compressed)
+            # whole configuration, rlpc's version and its code and weights (so --resume never reuses what older code
+            # or other weights compressed)
             if method.runs_in == "peer-env":
                 extra = scorer
             elif method.runs_in == "in-process":
                 from rlpc_core import __version__
 
-                extra = json.dumps([__version__, compressor.config.to_dict()], sort_keys=True)
+                extra = json.dumps([__version__, code_fingerprint(method), compressor.config.to_dict()], sort_keys=True)
             else:
                 extra = ""
             jobs: dict[str, tuple[float, Example]] = {}

@@ -430,6 +430,32 @@ def test_compressions_are_stored_as_they_are_made_and_reused_on_resume(tmp_path)
     assert (out / "compressions.jsonl").read_text().splitlines() == stored  # nothing recomputed
 
 
+def test_a_changed_checkpoint_or_code_changes_the_compression_key(tmp_path, monkeypatch):
+    """--resume must not reuse what other weights or older code compressed: the key holds a fingerprint of both."""
+    import rlpc_core
+    from training.evaluate import CompressionStore, Method, code_fingerprint
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "rlpc.json").write_text("{}")
+    (ckpt / "extractive.safetensors").write_bytes(b"weights one")
+    method = Method("ckpt", str(ckpt), "in-process")
+    first = code_fingerprint(method)
+    assert code_fingerprint(method) == first  # stable
+    (ckpt / "extractive.safetensors").write_bytes(b"weights two")
+    assert code_fingerprint(method) != first
+    graph = Method("graph", "graph", "in-process")
+    key = CompressionStore.key(graph, 0.5, "text", None, code_fingerprint(graph))
+    # a copy of rlpc_core with one source line changed fingerprints differently
+    import shutil
+
+    copy = tmp_path / "rlpc_core"
+    shutil.copytree(Path(rlpc_core.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "selection.py").write_text((copy / "selection.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(rlpc_core, "__file__", str(copy / "__init__.py"))
+    assert CompressionStore.key(graph, 0.5, "text", None, code_fingerprint(graph)) != key
+
+
 # ---------------------------------------------------------------- downstream accuracy with a real reader
 
 needs_llama_cpp = pytest.mark.skipif(__import__("importlib").util.find_spec("llama_cpp") is None,
