@@ -248,6 +248,7 @@ class Plan:
     units: Units
     content: np.ndarray  # words that are not filler
     typed: np.ndarray  # words that could be the answer the question asks for (a name for "who", a date for "when")
+    near: np.ndarray  # words next to (not among) the question's words in their sentence: where an answer sits
     logit_part: np.ndarray  # per block: policy_logit_weight x its block logit (in value; zeros when the weight is 0)
     logit_weight: float
 
@@ -359,8 +360,9 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     deep, deep_cost = _cut(order, block, costs, free & ~critical, full_cost,
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
+    near = _near_question(lemmas, q, sent, content, NEAR_WINDOW) & free if q else np.zeros(n, dtype=bool)
     return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
-                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, logit_part,
+                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
                 float(config.policy_logit_weight))
 
 
@@ -450,16 +452,35 @@ def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
             seen.add(u)
             lo, hi = plan.units.spans[u]
             items.append(np.arange(lo, hi))
-    key = np.asarray([(not plan.typed[it].any(), not plan.critical[it].any(), not plan.content[it].any(),
-                       -float(plan.ranks[it].max()), int(it[0])) for it in items],
-                     dtype=[("t", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
+    key = np.asarray([(not plan.typed[it].any(), not plan.near[it].any(), not plan.critical[it].any(),
+                       not plan.content[it].any(), -float(plan.ranks[it].max()), int(it[0])) for it in items],
+                     dtype=[("t", bool), ("n", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
     taken: list[np.ndarray] = []
-    for k in np.argsort(key, order=("t", "c", "f", "r", "p"), kind="stable"):
+    for k in np.argsort(key, order=("t", "n", "c", "f", "r", "p"), kind="stable"):
         c = int(plan.costs[items[k]].sum())
         if c <= room:
             taken.append(items[k])
             room -= c
     return np.sort(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
+
+
+#: How far (in words, within a sentence) from a word of the question a content word counts as "next to" it. Chosen
+#: on *train* rows only, by answer survival of the graph policy (SQuAD 400 rows, rate 0.33: 75.6% without the rule,
+#: 78.0% with 3, 79.0% with 4; NQ and multi-paragraph contexts within a row of unchanged).
+NEAR_WINDOW = 4
+
+
+def _near_question(lemmas: list[str], q: dict, sent: np.ndarray, content: np.ndarray, window: int) -> np.ndarray:
+    """Content words within ``window`` words of a question word in their sentence, the question's own words excluded:
+    the reader is given the question, so in a sentence cut to fit, the words beside its terms say most (a "what"
+    question's answer sits next to the words it asks about)."""
+    n = len(lemmas)
+    hit = np.fromiter((l in q for l in lemmas), dtype=bool, count=n)
+    near = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(hit):
+        lo, hi = max(0, i - window), min(n, i + window + 1)
+        near[lo:hi] |= sent[lo:hi] == sent[i]
+    return near & ~hit & content
 
 
 def _members(block: np.ndarray, n_blocks: int) -> list[np.ndarray]:

@@ -246,6 +246,20 @@ def test_the_answer_type_prior_keeps_the_sentence_that_names_who():
     assert "Mara Quinlan" not in untyped, untyped  # the counterfactual: the prior is what keeps the name
 
 
+def test_a_sentence_cut_to_fit_keeps_the_words_beside_the_questions_terms(monkeypatch):
+    # One sentence, far over the budget: what it keeps of itself should answer the question. The reader is given the
+    # question, so the words beside its terms ("destroyed the wheel") count for more than the sentence's numbers.
+    from rlpc_core import selection
+
+    text = ("The spring flood destroyed the wheel of the old mill, which the founders built in 1820 from 300 tons of "
+            "local stone to grind flour for 40 farms and 12 bakers in the valley.")
+    q = "What did the spring flood destroy?"
+    near = Compressor(tokenizer="words").compress(text, rate=0.25, query=q)
+    assert "wheel" in near.text.split() and near.budget_met, near.text
+    monkeypatch.setattr(selection, "NEAR_WINDOW", 0)  # the counterfactual: without the rule the numbers take the room
+    assert "wheel" not in Compressor(tokenizer="words").compress(text, rate=0.25, query=q).text.split()
+
+
 def test_a_passage_for_a_how_many_query_is_a_context_not_a_word_problem():
     # Short and number-heavy like a word problem, but it asks nothing itself: compressed for a separate query, its
     # sentences are kept or dropped whole, not every sentence cut down to its numbers.
