@@ -38,7 +38,7 @@ run() {  # dataset, split, limit, methods
   if [ -n "$src" ] && [ -f "$src/$1/compressions.jsonl" ]; then
     mkdir -p "$OUT/$1"
     [ -f "$OUT/$1/compressions.jsonl" ] || cp "$src/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
-    resume=--resume  # keys hold each method's settings and rlpc's version: only unchanged compressions are reused
+    resume=--resume  # keys hold each method's settings and a fingerprint of rlpc's code and weights: only unchanged compressions are reused
   fi
   $PY -m benchmarks.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
     --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \
