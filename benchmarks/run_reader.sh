@@ -13,8 +13,8 @@
 # (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
 # folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)"), QA_METHODS /
 # MATH_METHODS (the method lists, e.g. a shorter one for a quick run), MATH_NEW_TOKENS (the reader's answer budget on
-# GSM8K, default 256 as in the reference design; the 1.5B ran out of it on 54% of few-shot rows: 512 reads better), README_BLOCK=1
-# (rewrite the README's table from this run; a full run with no datasets named always does).
+# GSM8K, default 256 as in the reference design; the 1.5B ran out of it on 54% of few-shot rows: 512 reads better),
+# README_BLOCK=1 (rewrite the README's table from this run; a full run with no datasets named always does).
 #   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,8 @@ run() {  # dataset, split, limit, methods
   if [ -n "$src" ] && [ -f "$src/$1/compressions.jsonl" ]; then
     mkdir -p "$OUT/$1"
     [ -f "$OUT/$1/compressions.jsonl" ] || cp "$src/$1/compressions.jsonl" "$OUT/$1/compressions.jsonl"
-    resume=--resume  # keys hold each method's settings and a fingerprint of rlpc's code and weights: only unchanged compressions are reused
+    # keys hold each method's settings and a fingerprint of rlpc's code and weights: only unchanged ones are reused
+    resume=--resume
   fi
   $PY -m benchmarks.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
     --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -272,13 +273,22 @@ class CompressionStore:
 
 
 def _files_digest(paths: Sequence[Path], root: Path) -> str:
+    """One digest of several files: each one's path under ``root`` and its sha256."""
     import hashlib
+
+    from rlpc_core.models import sha256_file
 
     h = hashlib.sha256()
     for f in sorted(paths):
-        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
-        h.update(f.read_bytes())
+        h.update(f"{f.relative_to(root)}\0{sha256_file(f)}\n".encode("utf-8"))
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _package_digest(root: Path) -> str:
+    # once per run: every in-process method of a run shares it
+    return _files_digest([f for f in root.rglob("*") if f.is_file() and (f.suffix == ".py" or
+                                                                         "weights" in f.relative_to(root).parts)], root)
 
 
 def code_fingerprint(method: Method) -> str:
@@ -287,9 +297,7 @@ def code_fingerprint(method: Method) -> str:
     or weights changed since (the version number alone did not move with every change of the selection)."""
     import rlpc_core
 
-    root = Path(rlpc_core.__file__).resolve().parent
-    parts = [_files_digest([f for f in root.rglob("*") if f.is_file() and (f.suffix == ".py" or "weights" in
-                                                                              f.relative_to(root).parts)], root)]
+    parts = [_package_digest(Path(rlpc_core.__file__).resolve().parent)]
     folder = Path(method.spec).expanduser()
     if folder.is_dir():
         parts.append(_files_digest([f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".safetensors")],
