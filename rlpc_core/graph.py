@@ -21,6 +21,7 @@ import networkx as nx
 import numpy as np
 
 from .config import GraphConfig
+from .words import SENTENCE_END
 
 Embed = Callable[[list[str]], np.ndarray]
 
@@ -48,7 +49,6 @@ QUANTITY_WORDS = frozenset(
 
 _EDGE_PUNCT = re.compile(r"^[^\w$€£%]+|[^\w%]+$")
 _HAS_DIGIT = re.compile(r"\d")
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def word_features(words: Sequence[str]) -> WordFeatures:
             is_entity[i] = True
         elif core.isupper() and len(core) > 1:  # acronyms count even at a sentence start
             is_entity[i] = True
-        starts_sentence = bool(_SENTENCE_END.search(w))
+        starts_sentence = bool(SENTENCE_END.search(w))
         if starts_sentence:
             sid += 1
     question_sentences = {int(sentence[i]) for i, w in enumerate(words) if w.rstrip("\"')]").endswith("?")}
@@ -289,7 +289,7 @@ def chunk_bounds(words: Sequence[str], size: int) -> list[tuple[int, int]]:
         if hi < n:
             # look back over the last quarter of the chunk for a sentence end
             for j in range(hi, lo + (3 * size) // 4, -1):
-                if _SENTENCE_END.search(words[j - 1]):
+                if SENTENCE_END.search(words[j - 1]):
                     hi = j
                     break
         bounds.append((lo, hi))

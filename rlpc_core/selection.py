@@ -38,13 +38,8 @@ from .config import SelectionConfig
 from .graph import lemmatize, normalize, query_lemmas
 from .structure import CODE, DEMO, HEADING, INSTRUCTION, JSON_, MARKER, OPTION, QUESTION, ROLE, Structure, task_text
 from .units import MONTHS, Units
-from .words import Words
+from .words import Words, ends_sentence
 
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
-#: A full stop that ends an abbreviation, not a sentence: an initial ("J. K. Rowling"), letters with dots ("U.S.",
-#: "e.g."), or a title before a name ("Dr. Mehta", "St. Louis").
-_ABBREVIATION = re.compile(r"^\(?(?:[A-Z]|(?:[A-Za-z]\.){1,3}[A-Za-z]|Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft|Gen|Col|Lt|Sgt|Capt|Cpt|"
-                           r"Sen|Rep|Gov|Pres|Rev|Hon|Fr|Sr|Jr|No|Nos|Vol|Fig|vs|approx|ca|cf|etc)\.$")
 #: Words a reader can do without inside a kept sentence: articles, forms of "be" and "have", pronouns, the commonest
 #: prepositions and "and". Not filler, though stopwords: negations, modals (must, may, should), relations in time,
 #: space and quantity (before, after, until, without, except, unless, only, under, over, than, per, or).
@@ -79,7 +74,7 @@ def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarra
         if not inside[i]:
             if "\n" in gap:
                 s += 1
-            elif _SENTENCE_END.search(prev) and not text[starts[i]].islower() and not _ABBREVIATION.match(prev):
+            elif ends_sentence(prev, text[starts[i] : ends[i]]):
                 s += 1
         if gap.count("\n") >= 2:
             p += 1
@@ -207,7 +202,13 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         return verbatim.copy(), verbatim
     costs = np.asarray(costs, dtype=np.int64)
     asked = structure.kind == QUESTION
-    if budget is not None and _is_math_problem(words, structure, numbers, query):
+    word_problem = _is_math_problem(words, structure, numbers, query)
+    if word_problem and budget is None:
+        # the dynamic rate keeps a word problem whole: every sentence states a fact its answer needs, and the
+        # sentence that shares the question's words is rarely the one that holds them (on 30 GSM8K *train* problems
+        # relevance alone kept 87% of the tokens on average and dropped facts from 11, down to the bare question)
+        return np.ones(n, dtype=bool), verbatim
+    if word_problem:
         final = _final_question(words, structure)
         # the question's facts are the problem's facts (a "Question:" label may hold the whole problem): only its
         # final sentence stays verbatim, and only if it leaves the facts most of the room

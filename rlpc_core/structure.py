@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .words import Words, words_in_spans
+from .words import Words, ends_sentence, words_in_spans
 
 # Word kinds, in order of precedence (a word gets the first that applies).
 KEEP, CODE, JSON_, ROLE, HEADING, QUESTION, INSTRUCTION, OPTION, MARKER, DEMO, CONTEXT = range(11)
@@ -161,11 +161,20 @@ def json_value_interiors(text: str, start: int, end: int) -> list[tuple[int, int
     return out
 
 
+_NEXT_WORD = re.compile(r"(\s*)(\S+)")
+
+
 def _sentence_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
-    """Sentences of ``text[lo:hi]`` (ends at . ! ? followed by space/newline, or at a line break)."""
+    """Sentences of ``text[lo:hi]``: they end at a line break, or after . ! ? followed by a space where
+    :func:`~rlpc_core.words.ends_sentence` says so (not after an abbreviation, nor before a word in lower case)."""
     out, start = [], lo
     for m in re.finditer(r"(?<=[.!?])[\"')\]]*(?=\s)|\n", text[lo:hi]):
         end = lo + m.end()
+        nxt = _NEXT_WORD.match(text, end, hi)
+        if m.group() != "\n" and nxt and "\n" not in nxt.group(1):
+            word = text[max(text.rfind(c, start, end) for c in " \t\n") + 1 : end]
+            if not ends_sentence(word, nxt.group(2)):
+                continue
         if text[start:end].strip():
             out.append((start, end))
         start = end

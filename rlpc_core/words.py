@@ -16,6 +16,20 @@ from typing import Sequence
 import numpy as np
 
 _WORD = re.compile(r"\S+")
+#: A word that may end a sentence: it ends in . ! or ? (then perhaps a closing quote or bracket).
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+#: A full stop that ends an abbreviation, not a sentence: an initial ("J. K. Rowling"), letters with dots ("U.S.",
+#: "e.g.", "P.T.O."), or a title before a name ("Dr. Mehta", "St. Louis").
+_ABBREVIATION = re.compile(r"^\(?(?:[A-Z]|(?:[A-Za-z]\.){1,3}[A-Za-z]|Mr|Mrs|Ms|Dr|Prof|St|Mt|Ft|Gen|Col|Lt|Sgt|Capt|Cpt|"
+                           r"Sen|Rep|Gov|Pres|Rev|Hon|Fr|Sr|Jr|No|Nos|Vol|Fig|vs|approx|ca|cf|etc)\.$")
+
+
+def ends_sentence(word: str, next_word: str) -> bool:
+    """Whether a sentence ends between ``word`` and the ``next_word`` on the same line: after . ! or ?, but not
+    before a word in lower case (a sentence does not open with one: "at 5 p.m. on Friday") nor after an
+    abbreviation ("the U.S. Navy", "J. K. Rowling", "Dr. Mehta", "The P.T.O. decided"). The one rule for every
+    module that cuts sentences, so that the question the structure finds is a sentence the selection keeps."""
+    return bool(SENTENCE_END.search(word)) and not next_word[:1].islower() and not _ABBREVIATION.match(word)
 
 
 @dataclass(frozen=True)

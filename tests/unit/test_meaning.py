@@ -317,6 +317,20 @@ def test_the_dynamic_rate_keeps_what_is_relevant():
     assert "1968" in wide.text
 
 
+def test_the_dynamic_rate_keeps_a_word_problem_whole():
+    # every sentence of a word problem is a fact its answer needs; relevance alone kept the sentence that shares the
+    # question's words ("The P.T.O. decided to provide shirts ...") and dropped every price and count
+    problem = ("The P.T.O. decided to provide shirts for the elementary students for track and field day. Each grade "
+               "was given a different color. 101 Kindergartners wore orange shirts that cost $5.80 each. 113 first "
+               "graders wore yellow shirts that cost $5 each. How much did the P.T.O. spend on shirts for field day?")
+    r = Compressor(tokenizer="words").compress(problem, rate="auto")
+    assert r.text == problem and r.ratio == 1.0
+    # a context compressed for a separate question is not a word problem: the dynamic rate still cuts it
+    context = ("The shop opened in 1998 on Main Street. It sold 48 muffins on its first day. The owner, Ana Ruiz, "
+               "trained in Lyon. The shop closed for renovation in 2015 and reopened a year later.")
+    assert Compressor(tokenizer="words").compress(context, rate="auto", query="Who owns the shop?").ratio < 1.0
+
+
 def test_markup_overrides_the_rules():
     from rlpc_core.spans import strip_tags
     from rlpc_core.structure import CONTEXT, INSTRUCTION, analyze

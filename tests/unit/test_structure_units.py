@@ -103,6 +103,15 @@ def test_task_text_is_the_question_or_the_closing_instruction():
     assert task_text(words, analyze(words)).startswith("Give me a checklist")
 
 
+def test_the_question_is_a_whole_sentence_across_abbreviations():
+    # the structure and the selection cut sentences by one rule: "P.T.O." and "Dr." end no sentence, nor does a
+    # full stop before a word in lower case ("at 5 p.m. on Friday")
+    text = "Dr. Mehta runs the P.T.O. shop. It opens at 5 p.m. on Fridays. How much did the P.T.O. spend on shirts?"
+    words = split_words(text)
+    asked = [w for w, k in zip(words.tokens, analyze(words).kind) if KIND_NAMES[k] == "question"]
+    assert " ".join(asked) == "How much did the P.T.O. spend on shirts?"
+
+
 # ---------------------------------------------------------------- meaning units
 
 @pytest.mark.parametrize("text, unit", [
