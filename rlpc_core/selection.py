@@ -21,7 +21,8 @@ answer needs) a number-bearing sentence's short form may also cut its weakest co
 sentence that gives them meaning, and only within what the budget keeps: the budget is met.
 
 With ``budget=None`` (``rate="auto"``) the rate is dynamic: every block whose value reaches ``auto_threshold`` of
-the best block's is kept whole, the others dropped, and the rate reached is whatever that leaves.
+the best block's is kept whole, the others dropped, and the rate reached is whatever that leaves; a word problem is
+kept whole (every sentence is a fact its answer needs).
 """
 
 from __future__ import annotations
@@ -202,13 +203,13 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         return verbatim.copy(), verbatim
     costs = np.asarray(costs, dtype=np.int64)
     asked = structure.kind == QUESTION
-    word_problem = _is_math_problem(words, structure, numbers, query)
-    if word_problem and budget is None:
-        # the dynamic rate keeps a word problem whole: every sentence states a fact its answer needs, and the
-        # sentence that shares the question's words is rarely the one that holds them (on 30 GSM8K *train* problems
-        # relevance alone kept 87% of the tokens on average and dropped facts from 11, down to the bare question)
-        return np.ones(n, dtype=bool), verbatim
-    if word_problem:
+    if _is_math_problem(words, structure, numbers, query):
+        if budget is None:
+            # the dynamic rate keeps a word problem whole: every sentence states a fact its answer needs, and the
+            # sentence that shares the question's words is rarely the one that holds them (on 30 GSM8K *train*
+            # problems relevance alone kept 87% of the tokens on average and dropped facts from 11, down to the bare
+            # question)
+            return np.ones(n, dtype=bool), verbatim
         final = _final_question(words, structure)
         # the question's facts are the problem's facts (a "Question:" label may hold the whole problem): only its
         # final sentence stays verbatim, and only if it leaves the facts most of the room

@@ -27,8 +27,9 @@ _ABBREVIATION = re.compile(r"^\(?(?:[A-Z]|(?:[A-Za-z]\.){1,3}[A-Za-z]|Mr|Mrs|Ms|
 def ends_sentence(word: str, next_word: str) -> bool:
     """Whether a sentence ends between ``word`` and the ``next_word`` on the same line: after . ! or ?, but not
     before a word in lower case (a sentence does not open with one: "at 5 p.m. on Friday") nor after an
-    abbreviation ("the U.S. Navy", "J. K. Rowling", "Dr. Mehta", "The P.T.O. decided"). The one rule for every
-    module that cuts sentences, so that the question the structure finds is a sentence the selection keeps."""
+    abbreviation ("the U.S. Navy", "J. K. Rowling", "Dr. Mehta", "The P.T.O. decided"). The structure and the
+    selection both cut by it, so that the question the structure finds is a sentence the selection keeps (the
+    graph's word features only look for :data:`SENTENCE_END`: a looser cut there moves scores, not what is kept)."""
     return bool(SENTENCE_END.search(word)) and not next_word[:1].islower() and not _ABBREVIATION.match(word)
 
 
