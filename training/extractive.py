@@ -433,7 +433,32 @@ def reward_best_labels(row: Row, rate: float) -> np.ndarray:
     return max(candidates, key=value)  # max keeps the first of equals: the graph's mask
 
 
-WARMUP_LABELS = {"graph": graph_labels, "reward-best": reward_best_labels}
+def answer_sentence_labels(row: Row, rate: float) -> np.ndarray:
+    """The words of every sentence that holds a gold answer (qa rows): a sentence-relevance target, as Provence
+    trains its pruner, in the shared selection's own sentences (the blocks inference ranks), so that the policy's
+    block logit learns which sentence answers the question, what the selection's lexical coverage cannot see when
+    the answer sentence shares few words with the question. Rows with no gold answer in any one sentence (math,
+    an answer across a sentence break) fall back to :func:`reward_best_labels`; ``rate`` only matters there.
+
+    Measured (recipe ``minilm-extractive-answers``): a trade, not a win, on these small train partitions; see the
+    recipe's header for the figures."""
+    from rlpc_core.rewards import answer_survives
+    from rlpc_core.selection import sentence_ids
+
+    if row.example.task == "qa" and row.example.answers:
+        sent, _ = sentence_ids(row.words, row.units)
+        answers = list(row.example.answers)
+        label = np.zeros(len(row.tokens), dtype=bool)
+        for sid in np.unique(sent):
+            inside = sent == sid
+            if answer_survives(" ".join(t for t, k in zip(row.tokens, inside) if k), answers):
+                label |= inside
+        if label.any():
+            return label
+    return reward_best_labels(row, rate)
+
+
+WARMUP_LABELS = {"graph": graph_labels, "reward-best": reward_best_labels, "answer-sentences": answer_sentence_labels}
 
 
 def warmup(recipe: Recipe, out: Path) -> dict[str, Any]:

@@ -558,7 +558,9 @@ class ExtractiveSection(_Section):
     max_length: int = 512
     #: Warm-up (``python -m training.sft``) target masks at each of ``rates``: ``graph`` (the graph policy's) or
     #: ``reward-best`` (the best of the graph's mask and, for qa rows, the graph's mask with an answer-bearing
-    #: sentence forced in, under the answer_span and compression rewards: the best samples of the rewards).
+    #: sentence forced in, under the answer_span and compression rewards: the best samples of the rewards) or
+    #: ``answer-sentences`` (the words of the sentences that hold a gold answer: sentence relevance, as Provence is
+    #: trained; rows without one fall back to ``reward-best``).
     warmup_labels: str = "reward-best"
     #: What one action keeps or drops. ``words``: each word (a Bernoulli keep-mask over the words). ``blocks``: each
     #: sentence or demonstration of the shared coarse-to-fine selection (:func:`rlpc_core.selection.realize` makes
@@ -577,7 +579,7 @@ class ExtractiveSection(_Section):
         if self.max_length > 512:
             _fail("extractive.max_length", self.max_length, "exceeds MiniLM's 512 positions", "use 512 or less")
         _between("extractive.prior_sentence_share", self.prior_sentence_share, 0.0, 1.0, "use e.g. 0.7", hi_open=True)
-        _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph"))
+        _choice("extractive.warmup_labels", self.warmup_labels, ("reward-best", "graph", "answer-sentences"))
         _choice("extractive.action", self.action, ("words", "blocks"))
 
 

@@ -492,3 +492,34 @@ def test_the_card_shows_curves_and_means_per_rate_and_the_readers_held_out_figur
     assert "one action per sentence or demonstration" in card
     assert "Reader `llamacpp:qwen2.5-coder-1.5b-instruct`" in card and "+25.0 [" in card  # 25 points lost
     assert (run / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_answer_sentence_labels_mark_the_sentences_that_hold_the_answer():
+    from types import SimpleNamespace
+
+    from rlpc_core.units import find_units
+    from rlpc_core.words import split_words
+    from training.extractive import answer_sentence_labels, reward_best_labels
+
+    text = ("Spacewar! is a space combat video game developed in 1962 by Steve Russell. It was written for the "
+            "PDP-1 at MIT. Dr. Martin Graetz helped. It spread to many installations of the PDP-1.")
+    words = split_words(text)
+    row = SimpleNamespace(example=SimpleNamespace(task="qa", answers=["Steve Russell"]), words=words,
+                          tokens=words.tokens, units=find_units(words.tokens, words.line_breaks),
+                          query="Who made the first video game?", costs=np.ones(len(words), dtype=np.int64),
+                          original_tokens=len(words))
+
+    def kept(label):
+        return " ".join(w for w, k in zip(words.tokens, label) if k)
+
+    # the answer sentence, whole, and nothing else
+    assert kept(answer_sentence_labels(row, 0.33)) == "Spacewar! is a space combat video game developed in 1962 by Steve Russell."
+    # the selection's sentences: "Dr. Martin Graetz helped." is one, not cut after "Dr."
+    row.example.answers = ["Martin Graetz"]
+    assert kept(answer_sentence_labels(row, 0.33)) == "Dr. Martin Graetz helped."
+    # an answer no one sentence holds: the reward-best target
+    row.example.answers = ["MIT Dr. Martin"]
+    assert (answer_sentence_labels(row, 0.33) == reward_best_labels(row, 0.33)).all()
+    # a math row has no answer sentence: the reward-best target
+    row.example = SimpleNamespace(task="math", answers=["12"])
+    assert (answer_sentence_labels(row, 0.33) == reward_best_labels(row, 0.33)).all()
