@@ -796,6 +796,9 @@ def build_parser(prog: str = "python -m training.evaluate") -> argparse.Argument
                         "longllmlingua, selective-context and llmlingua2-arch)")
     p.add_argument("--rate", default="0.5", help="target rate(s), comma-separated (default 0.5)")
     p.add_argument("--limit", type=int, default=None, help="first N rows after a seeded shuffle (default: all)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="skip the first N rows of the seeded shuffle (with --development: the train rows a recipe with "
+                        "data.limit N and the same seed did not read)")
     p.add_argument("--reader", default="default",
                    help="the reader LLM whose accuracy on the compressed prompts is the headline: llamacpp:ALIAS|FILE.gguf, "
                         "openai:BASE_URL#MODEL (your own server or API; key from --reader-api-key-env), serve:ALIAS|FILE.gguf "
@@ -922,9 +925,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     rates = _rates(args.rate)
     register_baselines(seed=args.seed)
     methods = resolve_methods([m.strip() for m in args.methods.split(",") if m.strip()])
-    examples = load(args.dataset, data_dir=args.data_dir, split=args.split, limit=args.limit, seed=args.seed,
-                    text_field=args.text_field, question_field=args.question_field, answer_field=args.answer_field,
-                    task=args.task)
+    examples = load(args.dataset, data_dir=args.data_dir, split=args.split, seed=args.seed,
+                    limit=None if args.skip else args.limit, text_field=args.text_field,
+                    question_field=args.question_field, answer_field=args.answer_field, task=args.task)
+    if args.skip:
+        examples = examples[args.skip:][:args.limit]
+        if not examples:
+            raise ValueError(f"--skip {args.skip} leaves no rows of {args.dataset!r}; skip fewer rows")
     task = examples[0].task
     for m in methods:  # build (or check) what external methods need now: a failure must not come late
         if m.runs_in == "peer-env":
@@ -954,7 +961,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": {"command": f"{args.prog} " + " ".join(shlex.quote(a) for a in argv),
                    "dataset": args.dataset, "split": args.split, "methods": [m.label for m in methods],
-                   "method_specs": {m.label: m.spec for m in methods}, "rates": rates, "limit": args.limit,
+                   "method_specs": {m.label: m.spec for m in methods}, "rates": rates, "limit": args.limit, "skip": args.skip,
                    "gen_limit": args.gen_limit, "ll_limit": args.ll_limit, "tokenizer": tokenizer, "threads": args.threads, "seed": args.seed,
                    "bootstrap_resamples": BOOTSTRAP},
         "seed": args.seed,
@@ -999,6 +1006,8 @@ def main(argv: Optional[Sequence[str]] = None, *, prog: str = "python -m trainin
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit {args.limit} must be at least 1")
+    if args.skip < 0:
+        parser.error(f"--skip {args.skip} must be 0 or more")
     if args.ll_limit is not None and args.ll_limit < 1:
         parser.error(f"--ll-limit {args.ll_limit} must be 1 or more (omit it for every row)")
     if args.gen_limit < 0:

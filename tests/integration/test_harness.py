@@ -517,3 +517,20 @@ def test_benchmark_with_a_reader_reports_accuracy_lost_against_the_original(read
     assert set(summary["datasets"]) == {"squad"} and "graph" in summary["pooled_qa"]["methods"]
     text = readme.read_text()
     assert "old" not in text and "Accuracy lost against the uncompressed prompt" in text and text.endswith("tail\n")
+
+
+def test_skip_takes_the_rows_after_the_first_n_of_the_seeded_shuffle(tmp_path, capsys):
+    """--skip N reads the rows a recipe with data.limit N (same seed) did not train on."""
+    from training import evaluate
+    from training.data import load
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"context": f"Row {i} says the colour is shade {i}.", "question": "Which shade?",
+                                        "answers": [f"shade {i}"]}) + "\n" for i in range(6)))
+    argv = ["--dataset", str(data), "--methods", "none", "--rate", "0.5", "--reader", "none", "--evaluator", "none",
+            "--feedback", "none", "--quiet"]
+    assert evaluate.main(argv + ["--skip", "2", "--limit", "3", "--out", str(tmp_path / "a")]) == 0
+    ids = [json.loads(line)["id"] for line in (tmp_path / "a" / "rows.jsonl").read_text().splitlines()]
+    assert ids == [e.id for e in load(str(data), seed=0)[2:5]]
+    assert evaluate.main(argv + ["--skip", "6", "--out", str(tmp_path / "b")]) == 2  # nothing left: a clear error
+    assert "--skip 6 leaves no rows" in capsys.readouterr().err
