@@ -25,7 +25,7 @@ from training.rates import rate_key, rate_label
 START, END = "<!-- reader:start -->", "<!-- reader:end -->"
 NONE = "none"
 QA_TASKS = ("qa", "mc")
-ORDER = ("squad", "nq", "squad-multi", "gsm8k", "gsm8k-fewshot")
+ORDER = ("squad", "nq", "squad-multi", "nq-20docs", "gsm8k", "gsm8k-fewshot")
 
 
 def _rows(folder: Path) -> list[dict[str, Any]]:

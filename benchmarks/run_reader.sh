@@ -4,10 +4,10 @@
 # summary (JSON, Markdown, PNG) and the README's quality block. Many hours on 2 CPU cores the first time; the
 # reader's answers are cached (sqlite, keyed by the GGUF's sha256 and the exact prompt) and every compression is
 # kept in OUT/compressions.jsonl, so a stopped run resumes where it stopped (RESUME=1 reuses the compressions).
-#   bash benchmarks/run_reader.sh [squad|nq|squad-multi|gsm8k|gsm8k-fewshot ...]
+#   bash benchmarks/run_reader.sh [squad|nq|squad-multi|nq-20docs|gsm8k|gsm8k-fewshot ...]
 # Knobs: READER (default llamacpp:qwen2.5-coder-1.5b-instruct; serve:ALIAS runs it behind a real server;
 # openai:URL#MODEL for your own endpoint), SCORER (LLMLingua's scorer, default qwen2.5-coder-0.5b-instruct),
-# LIMIT_QA / LIMIT_MULTI / LIMIT_MATH (rows), THREADS, OUT (results folder), RATES (default 0.33,0.5; add auto for
+# LIMIT_QA / LIMIT_MULTI / LIMIT_DOCS / LIMIT_MATH (rows), THREADS, OUT (results folder), RATES (default 0.33,0.5; add auto for
 # the dynamic rate), BEFORE (an earlier results folder: its compressions are reused where the method and its
 # settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)"), EXTRA
 # (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
@@ -46,15 +46,16 @@ run() {  # dataset, split, limit, methods
     --math-max-new-tokens "${MATH_NEW_TOKENS:-256}" --threads "$THREADS" --seed 0 --quiet $resume --out "$OUT/$1"
 }
 datasets=("$@")
-[ ${#datasets[@]} -gt 0 ] || datasets=(squad nq squad-multi gsm8k gsm8k-fewshot)
+[ ${#datasets[@]} -gt 0 ] || datasets=(squad nq squad-multi nq-20docs gsm8k gsm8k-fewshot)
 for ds in "${datasets[@]}"; do
   case "$ds" in
     squad) run squad heldout "${LIMIT_QA:-150}" "$QA_METHODS" ;;
     nq) run nq heldout "${LIMIT_QA:-150}" "$QA_METHODS" ;;
     squad-multi) run squad-multi heldout "${LIMIT_MULTI:-60}" "$QA_METHODS" ;;
+    nq-20docs) run nq-20docs heldout "${LIMIT_DOCS:-60}" "$QA_METHODS" ;;
     gsm8k) run gsm8k test "${LIMIT_MATH:-100}" "$MATH_METHODS" ;;
     gsm8k-fewshot) run gsm8k-fewshot test "${LIMIT_MATH:-100}" "$MATH_METHODS" ;;
-    *) echo "unknown dataset $ds (use squad, nq, squad-multi, gsm8k, gsm8k-fewshot)" >&2; exit 2 ;;
+    *) echo "unknown dataset $ds (use squad, nq, squad-multi, nq-20docs, gsm8k, gsm8k-fewshot)" >&2; exit 2 ;;
   esac
 done
 # The README's table is rewritten only by a full run (no datasets named) or when asked (README_BLOCK=1): a run of one

@@ -7,9 +7,10 @@ A dataset spec is one of
   from the shared data folder (``--data-dir``, default ``../shared/data`` beside the repository). SQuAD and NQ
   also have ``train`` and ``heldout`` partitions (:func:`partition_of`): disjoint, for training on QA and
   reporting on rows never trained on;
-* two settings built from those files: ``squad-multi`` (HotpotQA-style: each question's paragraph among nine
+* settings built from those files: ``squad-multi`` (HotpotQA-style: each question's paragraph among nine
   other paragraphs of the same article, in a seeded order; ``train``/``heldout`` partitions by article as for
-  ``squad``) and ``gsm8k-fewshot`` (LLMLingua's GSM8K setting: worked solutions from GSM8K *train*, ~2k tokens,
+  ``squad``), ``nq-20docs`` (a real RAG context: each NQ question with its 20 retrieved passages, the gold one
+  at a seeded depth, ~2k words; partitioned as ``nq``) and ``gsm8k-fewshot`` (LLMLingua's GSM8K setting: worked solutions from GSM8K *train*, ~2k tokens,
   as the text to compress, the test question kept whole: task ``math-fewshot``);
 * a path to a JSONL file: rows in one of those four formats are recognised by their fields; any other file
   names its fields (``text_field``, ``question_field``, ``answer_field``);
@@ -50,11 +51,20 @@ NAMED: Mapping[str, dict[str, Any]] = {
                     "default_split": "heldout", "format": "squad-multi", "hub": None},
     "gsm8k-fewshot": {"files": {"test": "gsm8k/test.jsonl"}, "default_split": "test", "format": "gsm8k-fewshot",
                       "hub": None, "demonstrations": "gsm8k/train.jsonl"},
+    # two parts, read in order (each file stays under the data folder's size limit)
+    "nq-20docs": {"files": {s: ("nq_open_20docs/nq-open-20_total_documents_gold_at_0.first441.part1.jsonl",
+                                "nq_open_20docs/nq-open-20_total_documents_gold_at_0.first441.part2.jsonl")
+                            for s in ("test", "train", "heldout")},
+                  "default_split": "heldout", "format": "nq-docs", "hub": None},
 }
 
 #: squad-multi: paragraphs per context (the question's own and nine distractors from its article, as HotpotQA's
 #: distractor setting has ten); ~1.3k tokens, what a retriever's top-10 looks like.
 MULTI_PARAGRAPHS = 10
+#: nq-20docs: how a retrieved passage reads in the context (Lost in the Middle's document line, without its
+#: number: a compressor that drops documents would leave the numbering with gaps).
+NQ_DOCUMENT = "(Title: {title}) {text}"
+
 #: gsm8k-fewshot: worked examples are added until their words reach this (~2k tokens, as LLMLingua's GSM8K
 #: prompt), picked from GSM8K train by a seeded shuffle; the same demonstrations precede every test question.
 FEWSHOT_WORDS = 1300
@@ -296,6 +306,28 @@ def squad_multi(rows: Iterable[Mapping[str, Any]], *, paragraphs: int = MULTI_PA
     return out
 
 
+def nq_documents(indexed_rows: Iterable[tuple[int, Mapping[str, Any]]]) -> list[Example]:
+    """NQ-open with 20 retrieved passages (one gold, 19 distractors): the shape of a real RAG context, ~2k words.
+
+    The file always puts the gold passage first, where truncation would keep it by construction; here the
+    passages are shuffled by a generator seeded with the question, so the gold's depth is uniform over the
+    context and the same in every run. Each passage reads ``(Title: ...) text``; passages are separated by blank
+    lines and are the row's units. ``indexed_rows`` pairs each raw row with its place in the file (the id).
+    """
+    out = []
+    for i, r in indexed_rows:
+        golds = _dedupe(r.get("answers") or [])
+        ctxs = r.get("ctxs") or []
+        if not golds or not ctxs:
+            continue
+        docs = [NQ_DOCUMENT.format(title=str(c.get("title", "")).strip(), text=" ".join(str(c["text"]).split()))
+                for c in ctxs]
+        random.Random(f"nq-20docs|{r['question']}").shuffle(docs)
+        out.append(Example(id=f"nq-20docs-{i}", task="qa", text="\n\n".join(docs), question=str(r["question"]),
+                           answers=golds, units=tuple(docs)))
+    return out
+
+
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
 
@@ -390,18 +422,26 @@ def load(
         if split not in info["files"]:
             raise DataError(f"dataset {spec!r} has no split {split!r} here: available {sorted(info['files'])}")
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-        path = root / info["files"][split]
-        if not path.is_file():
-            hub = info["hub"]
-            hint = f", or load it from the Hugging Face hub as hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
-            raise DataError(f"dataset {spec!r} expects {path}, which does not exist (data folder {root}); pass "
-                            f"--data-dir pointing at the folder holding {info['files'][split]}, or a JSONL path"
-                            f"{hint}")
-        rows: Iterable[Mapping[str, Any]] = _read_jsonl(path)
+        files = info["files"][split]
+        paths = [root / f for f in ((files,) if isinstance(files, str) else files)]
+        for path, name in zip(paths, (files,) if isinstance(files, str) else files):
+            if not path.is_file():
+                hub = info["hub"]
+                hint = f", or load it from the Hugging Face hub as hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
+                raise DataError(f"dataset {spec!r} expects {path}, which does not exist (data folder {root}); pass "
+                                f"--data-dir pointing at the folder holding {name}, or a JSONL path{hint}")
+        rows: Iterable[Mapping[str, Any]] = (r for path in paths for r in _read_jsonl(path))
         fmt, label = info["format"], f"{spec}-{split}"
+        if fmt == "nq-docs":
+            # ids by the row's place in the file, before the partition filter: the same question keeps its id in
+            # every split; partitioned by the gold passage's title as ``nq`` (the same questions, the same side)
+            indexed = [(i, r) for i, r in enumerate(rows) if split not in ("train", "heldout")
+                       or partition_of("nq", r) == split]
         if split in ("train", "heldout") and fmt in ("squad", "nq", "squad-multi"):
             part = split
             rows = (r for r in rows if partition_of("squad" if fmt == "squad-multi" else fmt, r) == part)
+        if fmt == "nq-docs":
+            return _shuffled(nq_documents(indexed), seed, limit, spec)
         if fmt == "squad-multi":
             return _shuffled(squad_multi(rows), seed, limit, spec)
         if fmt == "gsm8k-fewshot":
@@ -475,5 +515,5 @@ def qmsum(**kwargs: Any) -> list[Example]:
 
 __all__ = ["CONVERTERS", "DataError", "Example", "FEWSHOT_WORDS", "LETTERS", "MULTI_PARAGRAPHS", "NAMED",
            "SQUAD_TRAIN_ARTICLES", "TASKS", "default_data_dir", "detect_format", "fewshot_demonstrations", "gsm8k",
-           "gsm8k_answer", "gsm8k_fewshot", "load", "nq", "nq_partition", "options_block", "partition_of", "qmsum",
+           "gsm8k_answer", "gsm8k_fewshot", "load", "nq", "nq_documents", "nq_partition", "options_block", "partition_of", "qmsum",
            "qmsum_transcript", "squad", "squad_multi"]

@@ -852,7 +852,7 @@ def add_recipe_arguments(parser: Any) -> None:
                              "{\"context\", \"question\", \"answers\": [...]} (QA), {\"prompt\", \"reference\"} (any "
                              "prompt and the answer it should give) or GSM8K's {\"question\", \"answer\": \"...#### 18\"}; "
                              "hf:ORG/NAME[:CONFIG] from the Hugging Face hub; or a named set (gsm8k, squad, nq, "
-                             "squad-multi; several joined by +)")
+                             "squad-multi, nq-20docs; several joined by +)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="folder holding the named sets (default ../shared/data beside the repository)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, adapter, logs, card)")

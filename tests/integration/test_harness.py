@@ -373,6 +373,30 @@ def test_squad_multi_puts_each_question_among_its_articles_paragraphs():
     assert all(title_of[e.units[0]] in SQUAD_TRAIN_ARTICLES for e in train)
 
 
+def test_nq_20docs_hides_the_gold_passage_at_a_seeded_depth_and_partitions_as_nq():
+    from training.data import load
+
+    part1 = "nq_open_20docs/nq-open-20_total_documents_gold_at_0.first441.part1.jsonl"
+    raw = read_jsonl(part1) + read_jsonl(part1.replace("part1", "part2"))
+    gold_of = {r["question"]: r["ctxs"][0] for r in raw}
+    rows = load("nq-20docs", split="heldout", limit=40, seed=0)
+    assert rows == load("nq-20docs", split="heldout", limit=40, seed=0)  # deterministic
+    depths = set()
+    for e in rows:
+        assert e.task == "qa" and len(e.units) == 20 and e.text == "\n\n".join(e.units)
+        gold = gold_of[e.question]
+        at = [i for i, u in enumerate(e.units) if u == f"(Title: {gold['title']}) {' '.join(gold['text'].split())}"]
+        assert len(at) == 1
+        depths.add(at[0])
+    assert len(depths) > 8 and max(depths) > 10  # the file's gold-first order is gone: truncation cannot win by it
+    # the same questions as the single-passage nq file, on the same side of the train / held-out split
+    train = {e.question for e in load("nq-20docs", split="train")}
+    held = {e.question for e in load("nq-20docs", split="heldout")}
+    assert not train & held and len(train) + len(held) == len(raw)
+    assert not held & {e.question for e in load("nq", split="train")}
+    assert train <= {e.question for e in load("nq", split="train")}
+
+
 def test_gsm8k_fewshot_takes_its_examples_from_train_and_keeps_the_question_whole():
     from training.data import load
 
