@@ -222,7 +222,7 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     if plan is None:
         return verbatim.copy(), verbatim
     if budget is None:  # the dynamic rate: relevant blocks whole
-        chosen = plan.value >= config.auto_threshold * plan.value.max()
+        chosen = (plan.value >= config.auto_threshold * plan.value.max()) & ~plan.repeats
         return verbatim | (plan.free & chosen[np.maximum(plan.block, 0)]), verbatim
     return realize(plan, plan.by_value, budget), verbatim
 
@@ -253,6 +253,7 @@ class Plan:
     near: np.ndarray  # words next to (not among) the question's words in their sentence: where an answer sits
     logit_part: np.ndarray  # per block: policy_logit_weight x its block logit (in value; zeros when the weight is 0)
     logit_weight: float
+    repeats: np.ndarray  # per block: it repeats an earlier sentence word for word (ranked last; auto drops it)
 
     @property
     def n_blocks(self) -> int:
@@ -345,6 +346,12 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                                                                 content, n_blocks)
         value = value + logit_part
 
+    # a sentence that repeats an earlier one word for word (overlapping retrieved chunks, a quoted reply) tells the
+    # reader nothing new: it ranks below every other block, so it is kept only where the budget has room for all
+    repeats = _repeats(norm, block, free, content, is_demo, n_blocks)
+    if repeats.any() and not repeats.all():
+        value = np.where(repeats, value[~repeats].min() - 1.0, value)
+
     full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
     # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
     order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
@@ -365,7 +372,30 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     near = _near_question(lemmas, q, sent, content, NEAR_WINDOW) & free if q else np.zeros(n, dtype=bool)
     return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
                 deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight))
+                float(config.policy_logit_weight), repeats)
+
+
+#: a repeated sentence counts only with at least this many content words ("Yes.", "Thanks!" may recur and matter)
+REPEAT_MIN_CONTENT = 4
+
+
+def _repeats(norm: list[str], block: np.ndarray, free: np.ndarray, content: np.ndarray, is_demo: np.ndarray,
+             n_blocks: int) -> np.ndarray:
+    """Per block: it repeats an earlier sentence word for word (case and punctuation aside); demonstrations never."""
+    words_of: list[list[str]] = [[] for _ in range(n_blocks)]
+    n_content = np.bincount(block[free], weights=content[free].astype(np.float64), minlength=n_blocks)
+    for i in np.flatnonzero(free):
+        if norm[i]:
+            words_of[block[i]].append(norm[i])
+    out = np.zeros(n_blocks, dtype=bool)
+    seen: set[tuple[str, ...]] = set()
+    for b in range(n_blocks):  # blocks are numbered in reading order
+        if is_demo[b] or n_content[b] < REPEAT_MIN_CONTENT:
+            continue
+        key = tuple(words_of[b])
+        out[b] = key in seen
+        seen.add(key)
+    return out
 
 
 def block_segments(block: np.ndarray, free: np.ndarray, content: np.ndarray, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:

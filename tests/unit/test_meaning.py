@@ -210,6 +210,34 @@ def test_a_multi_paragraph_context_keeps_the_sentences_that_answer():
     assert sum(p.split()[1] in out for p in paragraphs) <= 7  # whole paragraphs went, not every one got a word
 
 
+def test_a_sentence_repeated_across_retrieved_chunks_is_kept_once():
+    # Retrievers return overlapping chunks: the second copy of a sentence tells the reader nothing new, and its
+    # budget goes to the next most relevant sentence instead.
+    fact = "The Harbour Line opened on January 7, 1943, running between the docks and the cathedral square."
+    chunks = [
+        f"The city of Kessel lies on the northern coast. {fact}",
+        f"{fact} Its trams were painted green until red cars arrived from Basel in 1956.",
+        f"{fact} The depot was designed by the architect Hanna Reuter in 1951.",
+        "Fares were a flat 10 pfennig until 1962, when zones were introduced.",
+    ]
+    query = "When did the Harbour Line open and who designed its depot?"
+    out = Compressor().compress("\n\n".join(chunks), rate=0.5, query=query).text
+    assert out.count("January 7, 1943") == 1 and "Hanna Reuter" in out, out
+    # the counterfactual: without the rule the copies crowd the budget (three dates, the architect cut)
+    from rlpc_core import selection
+
+    original = selection._repeats
+    try:
+        selection._repeats = lambda norm, block, *rest: np.zeros(int(block.max()) + 1, dtype=bool)
+        before = Compressor().compress("\n\n".join(chunks), rate=0.5, query=query).text
+    finally:
+        selection._repeats = original
+    assert before.count("January 7, 1943") > 1, before
+    # a short line that recurs ("Thanks!") is not a repeat worth removing, and a prompt of copies keeps one
+    same = Compressor().compress("\n\n".join([fact] * 4), rate="auto", query=query).text
+    assert same.count("January 7, 1943") == 1, same
+
+
 def test_the_lead_prior_keeps_the_sentence_a_paragraph_opens_with():
     # The lead prior (off by default, for document-like contexts): a paragraph's first sentence names what the
     # paragraph is about (the architect and the depot); its later sentences are detail, and without the prior the
