@@ -43,7 +43,10 @@ def add_before(runs: list[dict[str, Any]], before: list[dict[str, Any]], methods
         ids = {r["id"] for r in run["rows"]}
         for m in methods:
             label = f"{m} (before)"
-            run["rows"] += [dict(r, method=label) for r in old["rows"] if r["method"] == m and r["id"] in ids]
+            rows = [dict(r, method=label) for r in old["rows"] if r["method"] == m and r["id"] in ids]
+            if not rows:  # the earlier run did not measure this method: no empty "(before)" line
+                continue
+            run["rows"] += rows
             run["metrics"]["aggregates"] += [dict(a, method=label) for a in old["metrics"]["aggregates"]
                                              if a["method"] == m]
             if label not in run["metrics"]["config"]["methods"]:

@@ -543,6 +543,19 @@ def test_benchmark_with_a_reader_reports_accuracy_lost_against_the_original(read
     assert "old" not in text and "Accuracy lost against the uncompressed prompt" in text and text.endswith("tail\n")
 
 
+def test_before_rows_come_only_from_methods_the_earlier_run_measured():
+    from benchmarks.reader_summary import add_before
+
+    def run(methods, ids):
+        return {"name": "nq-20docs", "rows": [{"id": i, "method": m} for m in methods for i in ids],
+                "metrics": {"aggregates": [{"method": m} for m in methods], "config": {"methods": list(methods)}}}
+
+    now, earlier = run(["graph", "none"], ["a", "b"]), run(["graph", "none"], ["a", "b", "c"])
+    add_before([now], [earlier], ["graph", "extractive"])
+    assert now["metrics"]["config"]["methods"] == ["graph", "none", "graph (before)"]  # no empty extractive line
+    assert sorted(r["id"] for r in now["rows"] if r["method"] == "graph (before)") == ["a", "b"]  # the same rows
+
+
 def test_skip_takes_the_rows_after_the_first_n_of_the_seeded_shuffle(tmp_path, capsys):
     """--skip N reads the rows a recipe with data.limit N (same seed) did not train on."""
     from training import evaluate
