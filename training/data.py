@@ -10,8 +10,9 @@ A dataset spec is one of
 * settings built from those files: ``squad-multi`` (HotpotQA-style: each question's paragraph among nine
   other paragraphs of the same article, in a seeded order; ``train``/``heldout`` partitions by article as for
   ``squad``), ``nq-20docs`` (a real RAG context: each NQ question with its 20 retrieved passages, the gold one
-  at a seeded depth, ~2k words; partitioned as ``nq``) and ``gsm8k-fewshot`` (LLMLingua's GSM8K setting: worked solutions from GSM8K *train*, ~2k tokens,
-  as the text to compress, the test question kept whole: task ``math-fewshot``);
+  at a seeded depth, ~2k words; partitioned as ``nq``) and ``gsm8k-fewshot`` (LLMLingua's GSM8K setting: worked
+  solutions from GSM8K *train*, ~2k tokens, as the text to compress, the test question kept whole: task
+  ``math-fewshot``);
 * a path to a JSONL file: rows in one of those four formats are recognised by their fields; any other file
   names its fields (``text_field``, ``question_field``, ``answer_field``);
 * ``hf:ORG/NAME[:CONFIG]`` for users with the Hugging Face hub (``datasets.load_dataset``, imported only then),
@@ -423,11 +424,13 @@ def load(
             raise DataError(f"dataset {spec!r} has no split {split!r} here: available {sorted(info['files'])}")
         root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         files = info["files"][split]
-        paths = [root / f for f in ((files,) if isinstance(files, str) else files)]
-        for path, name in zip(paths, (files,) if isinstance(files, str) else files):
+        names = (files,) if isinstance(files, str) else tuple(files)
+        paths = [root / name for name in names]
+        for path, name in zip(paths, names):
             if not path.is_file():
                 hub = info["hub"]
-                hint = f", or load it from the Hugging Face hub as hf:{hub[0]}{':' + hub[1] if hub[1] else ''}" if hub else ""
+                hint = (f", or load it from the Hugging Face hub as hf:{hub[0]}{':' + hub[1] if hub[1] else ''}"
+                        if hub else "")
                 raise DataError(f"dataset {spec!r} expects {path}, which does not exist (data folder {root}); pass "
                                 f"--data-dir pointing at the folder holding {name}, or a JSONL path{hint}")
         rows: Iterable[Mapping[str, Any]] = (r for path in paths for r in _read_jsonl(path))
