@@ -438,13 +438,12 @@ def load(
         if fmt == "nq-docs":
             # ids by the row's place in the file, before the partition filter: the same question keeps its id in
             # every split; partitioned by the gold passage's title as ``nq`` (the same questions, the same side)
-            indexed = [(i, r) for i, r in enumerate(rows) if split not in ("train", "heldout")
-                       or partition_of("nq", r) == split]
+            indexed = ((i, r) for i, r in enumerate(rows)
+                       if split not in ("train", "heldout") or partition_of("nq", r) == split)
+            return _shuffled(nq_documents(indexed), seed, limit, spec)
         if split in ("train", "heldout") and fmt in ("squad", "nq", "squad-multi"):
             part = split
             rows = (r for r in rows if partition_of("squad" if fmt == "squad-multi" else fmt, r) == part)
-        if fmt == "nq-docs":
-            return _shuffled(nq_documents(indexed), seed, limit, spec)
         if fmt == "squad-multi":
             return _shuffled(squad_multi(rows), seed, limit, spec)
         if fmt == "gsm8k-fewshot":
