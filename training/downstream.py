@@ -166,7 +166,9 @@ def reader_aggregate(rows: Sequence[Mapping[str, Any]], *, seed: int, throughput
         "accuracy_original": float(np.mean([r["reader_accuracy_original"] for r in rows])),
         # positive = the compressed prompt lost accuracy; worse/better = rows it broke / fixed
         "accuracy_lost": _ci([r["reader_accuracy_original"] - r["reader_accuracy"] for r in rows], seed, paired=True),
+        # replies cut by the generation budget: a chain of thought that ran out is scored wrong whatever it read
         "ran_out_of_tokens": float(np.mean([r.get("reader_finish") == "length" for r in rows])),
+        "ran_out_of_tokens_original": float(np.mean([r.get("reader_finish_original") == "length" for r in rows])),
     }
     if rows[0].get("reader_em") is not None:
         for k in ("em", "f1", "contains"):
@@ -236,6 +238,10 @@ def reader_table(metrics: Mapping[str, Any]) -> list[str]:
             "broke / fixed"]
     if qa:
         head += ["EM %", "F1 %", "EM lost", "F1 lost"]
+    # where replies hit the generation budget, accuracy measures the budget as much as the prompt: say how often
+    cut = any(a["reader"].get("ran_out_of_tokens") or a["reader"].get("ran_out_of_tokens_original") for a in aggs)
+    if cut:
+        head += ["ran out of new tokens %"]
     head += ["s per row (vs none)", "prompt tokens billed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     for a in sorted(aggs, key=lambda a: (rate_key(a["rate"]), a["method"] != NONE, a["method"])):
@@ -248,6 +254,9 @@ def reader_table(metrics: Mapping[str, Any]) -> list[str]:
             cells += [f"{100 * rd['em']['mean']:.1f}", f"{100 * rd['f1']['mean']:.1f}",
                       "—" if a["method"] == NONE else f"{100 * rd['em_lost']['mean']:+.1f}",
                       "—" if a["method"] == NONE else f"{100 * rd['f1_lost']['mean']:+.1f}"]
+        if cut:
+            share = rd.get("ran_out_of_tokens_original" if a["method"] == NONE else "ran_out_of_tokens")
+            cells.append("—" if share is None else f"{100 * share:.0f}")
         if e2e.get("total_s") is not None:
             cells.append(f"{e2e['total_s']:.2f} ({e2e['speedup']:.2f}x)")
         else:

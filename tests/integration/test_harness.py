@@ -556,6 +556,29 @@ def test_before_rows_come_only_from_methods_the_earlier_run_measured():
     assert sorted(r["id"] for r in now["rows"] if r["method"] == "graph (before)") == ["a", "b"]  # the same rows
 
 
+def test_the_report_says_how_often_the_reader_ran_out_of_new_tokens():
+    """A chain of thought cut by the generation budget is scored wrong whatever it read: the table says how often."""
+    from training.downstream import reader_aggregate, reader_table
+
+    def rows(finish, finish_original):
+        return [{"reader_accuracy": 0.0, "reader_accuracy_original": 1.0, "reader_finish": f,
+                 "reader_finish_original": fo} for f, fo in zip(finish, finish_original)]
+
+    graph = reader_aggregate(rows(["length", "stop", "stop", "stop"], ["length", "length", "stop", "stop"]), seed=0,
+                             throughput=None)
+    assert graph["ran_out_of_tokens"] == 0.25 and graph["ran_out_of_tokens_original"] == 0.5
+    none = reader_aggregate(rows(["length", "length", "stop", "stop"], ["length", "length", "stop", "stop"]), seed=0,
+                            throughput=None)
+    metrics = {"aggregates": [{"method": "none", "rate": 0.5, "ratio_mean": 1.0, "reader": none},
+                              {"method": "graph", "rate": 0.5, "ratio_mean": 0.5, "reader": graph}]}
+    head, _, first, second = reader_table(metrics)
+    assert "ran out of new tokens %" in head
+    assert first.startswith("| `none` |") and "| 50 |" in first and "| 25 |" in second
+    for a in metrics["aggregates"]:  # no reply cut: no such column
+        a["reader"].update(ran_out_of_tokens=0.0, ran_out_of_tokens_original=0.0)
+    assert "ran out" not in reader_table(metrics)[0]
+
+
 def test_skip_takes_the_rows_after_the_first_n_of_the_seeded_shuffle(tmp_path, capsys):
     """--skip N reads the rows a recipe with data.limit N (same seed) did not train on."""
     from training import evaluate
