@@ -13,7 +13,7 @@
 # (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
 # folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)"), QA_METHODS /
 # MATH_METHODS (the method lists, e.g. a shorter one for a quick run), MATH_NEW_TOKENS (the reader's answer budget on
-# GSM8K, default 256 as in the reference design; the 1.5B ran out of it on 54% of few-shot rows: 512 reads better),
+# GSM8K, default 512: the 1.5B writes ~300-token solutions and ran out of 256 on 54% of few-shot prompts, of 512 on 5%),
 # README_BLOCK=1 (rewrite the README's table from this run; a full run with no datasets named always does).
 #   OUT=benchmarks/results/reader-meaning RATES=0.33,0.5,auto BEFORE=benchmarks/results/reader bash benchmarks/run_reader.sh
 set -euo pipefail
@@ -43,7 +43,7 @@ run() {  # dataset, split, limit, methods
   fi
   $PY -m benchmarks.evaluate --dataset "$1" --split "$2" --limit "$3" --methods "$4" --rate "$RATES" \
     --reader "$READER" --peer-scorer "$SCORER" --evaluator none --feedback all-minilm-l6-v2 \
-    --math-max-new-tokens "${MATH_NEW_TOKENS:-256}" --threads "$THREADS" --seed 0 --quiet $resume --out "$OUT/$1"
+    --math-max-new-tokens "${MATH_NEW_TOKENS:-512}" --threads "$THREADS" --seed 0 --quiet $resume --out "$OUT/$1"
 }
 datasets=("$@")
 [ ${#datasets[@]} -gt 0 ] || datasets=(squad nq squad-multi nq-20docs gsm8k gsm8k-fewshot)
