@@ -315,7 +315,9 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
         complete = [s for s in answered if s[2]]
         if len(complete) >= 2 or (len(complete) == 1 and len(answered) >= 2):
             for d, (a, b, done) in enumerate(answered):
-                mask = words_in_spans(words, [(a, b)]) & ~assigned
+                # a line inside an example that reads as a heading is part of it: GSM8K's "#### 60" is the
+                # example's final answer, and left a heading it would outlive every dropped example
+                mask = words_in_spans(words, [(a, b)]) & (~assigned | (kind == HEADING))
                 if done:
                     kind[mask], demo[mask] = DEMO, d
                     assigned |= mask

@@ -61,6 +61,24 @@ def test_few_shot_demonstrations_and_the_question_asked():
     assert k["bought"] == "question" and k["abroad?"] == "demonstration"
 
 
+def test_a_worked_example_keeps_its_final_answer_line_and_loses_it_with_itself():
+    # GSM8K's worked solutions end with "#### 72", which reads as a markdown heading: it belongs to its example, so
+    # an example the budget drops takes its answer with it (before, 9 of 12 answers outlived their examples)
+    from rlpc_core import Compressor
+
+    demos = [(f"Natalia sold clips to {n} of her friends in April, and then she sold half as many clips in May. How "
+              f"many clips did Natalia sell altogether in April and May?\nAnswer: Natalia sold {n}/2 = {n // 2} clips "
+              f"in May.\nNatalia sold {n}+{n // 2} = {n + n // 2} clips altogether in April and May.\n#### {n + n // 2}")
+             for n in (48, 60, 72, 84, 96, 108)]
+    text = "\n\n".join(f"Question: {d}" for d in demos)
+    clean = split_words(text)
+    st = analyze(clean)
+    answer_kinds = {KIND_NAMES[k] for w, k in zip(clean.tokens, st.kind) if w == "####"}
+    assert answer_kinds == {"demonstration"}
+    out = Compressor().compress(text, rate=0.33).text
+    kept_examples = out.count("Question:")
+    assert 0 < kept_examples < len(demos) and out.count("####") == kept_examples
+
 def test_passages_and_options_are_not_demonstrations():
     k = kinds("Passage: The salt works closed in 1890.\n\nQuestion: Why did they close?\nA) floods\nB) prices\n\n"
               "Reply with the letter only.")
