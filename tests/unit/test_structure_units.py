@@ -66,10 +66,9 @@ def test_a_worked_example_keeps_its_final_answer_line_and_loses_it_with_itself()
     # an example the budget drops takes its answer with it (before, 9 of 12 answers outlived their examples)
     from rlpc_core import Compressor
 
-    demos = [(f"Natalia sold clips to {n} of her friends in April, and then she sold half as many clips in May. How "
-              f"many clips did Natalia sell altogether in April and May?\nAnswer: Natalia sold {n}/2 = {n // 2} clips "
-              f"in May.\nNatalia sold {n}+{n // 2} = {n + n // 2} clips altogether in April and May.\n#### {n + n // 2}")
-             for n in (48, 60, 72, 84, 96, 108)]
+    demos = [(f"A baker made {n} rolls in the morning and half as many in the afternoon. How many rolls did she "
+              f"make in all?\nAnswer: In the afternoon she made {n}/2 = {n // 2} rolls.\nIn all she made {n}+{n // 2} "
+              f"= {n + n // 2} rolls.\n#### {n + n // 2}") for n in (48, 60, 72, 84, 96, 108)]
     text = "\n\n".join(f"Question: {d}" for d in demos)
     clean = split_words(text)
     st = analyze(clean)
@@ -78,6 +77,7 @@ def test_a_worked_example_keeps_its_final_answer_line_and_loses_it_with_itself()
     out = Compressor().compress(text, rate=0.33).text
     kept_examples = out.count("Question:")
     assert 0 < kept_examples < len(demos) and out.count("####") == kept_examples
+
 
 def test_passages_and_options_are_not_demonstrations():
     k = kinds("Passage: The salt works closed in 1890.\n\nQuestion: Why did they close?\nA) floods\nB) prices\n\n"
