@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlpc_core import Compressor
 from rlpc_core.spans import strip_tags
 from rlpc_core.structure import KIND_NAMES, analyze, json_spans, task_text
 from rlpc_core.units import find_units
@@ -64,8 +65,6 @@ def test_few_shot_demonstrations_and_the_question_asked():
 def test_a_worked_example_keeps_its_final_answer_line_and_loses_it_with_itself():
     # GSM8K's worked solutions end with "#### 72", which reads as a markdown heading: it belongs to its example, so
     # an example the budget drops takes its answer with it (before, 9 of 12 answers outlived their examples)
-    from rlpc_core import Compressor
-
     demos = [(f"A baker made {n} rolls in the morning and half as many in the afternoon. How many rolls did she "
               f"make in all?\nAnswer: In the afternoon she made {n}/2 = {n // 2} rolls.\nIn all she made {n}+{n // 2} "
               f"= {n + n // 2} rolls.\n#### {n + n // 2}") for n in (48, 60, 72, 84, 96, 108)]
