@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--policy", help="policy name (default: the embedded default)")
     c.add_argument("--checkpoint", help="load a trained compressor from this folder or Hugging Face id")
     c.add_argument("--tokenizer", help="tokenizer to count tokens in (embedded alias, HF id/folder, tiktoken:NAME, words)")
+    c.add_argument("--guide", help="a small reader that answers --query from the whole text first, so the sentences "
+                   "holding its answer rank first (e.g. llamacpp:qwen2.5-coder-0.5b-instruct)")
     c.add_argument("--json", action="store_true", help="print every field of the result as JSON")
     c.add_argument("--example", action="store_true", help="compress a built-in GSM8K-style example and show the figures")
 
@@ -115,7 +117,7 @@ def _compress(args) -> int:
     from . import Compressor
 
     prompt = _read_prompt(args)
-    settings = {k: v for k, v in (("policy", args.policy), ("tokenizer", args.tokenizer)) if v}
+    settings = {k: v for k, v in (("policy", args.policy), ("tokenizer", args.tokenizer), ("guide", args.guide)) if v}
     compressor = Compressor.from_pretrained(args.checkpoint, **settings) if args.checkpoint else Compressor(**settings)
     protect = list(args.protect)
     for pattern in args.protect_regex:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from .config import CompressorConfig, check_budget
+from .guide import Guide, answer_mask
 from .policies import ExtractivePolicy, check_policy_name, make_policy
 from . import rewrite_rules
 from .result import CompressionResult
@@ -70,6 +71,7 @@ class Compressor:
         self.checkpoint = checkpoint
         self._policy = None
         self._fallback_policy = None
+        self._guide = Guide(self.config.guide) if self.config.guide is not None else None
         self._counter: Optional[TokenCounter] = None
         self._lock = threading.Lock()
 
@@ -99,6 +101,11 @@ class Compressor:
             if self._counter is None:
                 self._counter = get_counter(self.config.tokenizer)
             return self._counter
+
+    @property
+    def guide(self) -> Optional[Guide]:
+        """The guide (``config.guide``), or ``None``: a small reader that answers the query before selection."""
+        return self._guide
 
     def _safe_policy(self):
         """The extractive policy a rejected rewrite falls back to (the graph: training-free, cannot invent)."""
@@ -392,8 +399,10 @@ class Compressor:
             structure = job.structure
             units = find_units(job.words.tokens, job.words.line_breaks) if sel.units else Units((), ())
             protected = structure.verbatim | user
+            guided, unguided = self._guided(job)
+            fallback = "; ".join(x for x in (fallback, unguided) if x) or None
             keep, protected = select(job.words, job.costs, scores, scored.protected, protected, structure, units,
-                                     job.budget, query=job.query, config=sel, user=user)
+                                     job.budget, query=job.query, config=sel, user=user, guided=guided)
             droppable = ~protected & ~units.mask(len(job.words)) & ~scored.protected
             filler = filler_mask(job.words)
             budget = job.budget
@@ -419,6 +428,18 @@ class Compressor:
             job.budget = int(compressed)  # the dynamic rate: the rate reached is the budget met
         protected_ok = bool(keep[protected].all())
         return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
+
+
+    def _guided(self, job: "_Job") -> tuple[Optional[np.ndarray], Optional[str]]:
+        """Where the guide's answer to the call's query occurs, and why there is none if the guide failed. Only
+        with a query: a prompt's own question may be a task (a word problem) whose answer is not in the text."""
+        if self._guide is None or not job.query:
+            return None, None
+        try:
+            return answer_mask(job.words, self._guide.answer(job.clean, job.query)), None
+        except Exception as err:  # a guide is a help, never a requirement: compress without it and say so
+            log.warning("guide %s failed; compressing without it", self._guide.spec, exc_info=True)
+            return None, f"guide {self._guide.spec!r} raised {type(err).__name__}: {err}; compressed without it"
 
 
 class _Job:

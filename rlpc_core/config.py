@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 
 def _require(ok: bool, message: str) -> None:
@@ -161,6 +161,11 @@ class SelectionConfig:
     #: --development --limit 80`` on two saved compressors, 0 and 2): +2.5 points of reader accuracy on NQ, no row
     #: worse; SQuAD, whose questions mostly start "What", unchanged. 0 turns it off.
     answer_type_bonus: float = 2.0
+    #: Extra value of a sentence holding the guide's answer (``CompressorConfig.guide``: a small reader that
+    #: answers the query from the whole text first). Chosen on NQ *train* rows (see :mod:`rlpc_core.guide`): it
+    #: is the size of the question-coverage weight, so a sentence the guide points at ranks with the best-covered
+    #: ones. Used only when a guide is set and the call gives a query.
+    guide_bonus: float = 2.0
     #: Weight of the policy's own block logit in a block's value: the mean of its raw word scores over the block's
     #: content words, added to the value above (whose policy part is only the scores' within-prompt ranks, a small
     #: share next to the question coverage and the priors). 0 for policies whose scores are not logits (the
@@ -191,6 +196,7 @@ class SelectionConfig:
         _number("rule_bonus", self.rule_bonus, 0.0, 10.0)
         _number("lead_bonus", self.lead_bonus, 0.0, 10.0)
         _number("answer_type_bonus", self.answer_type_bonus, 0.0, 10.0)
+        _number("guide_bonus", self.guide_bonus, 0.0, 10.0)
         _number("math_question_share", self.math_question_share, 0.0, 1.0)
         _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 
@@ -287,6 +293,10 @@ class CompressorConfig:
     extractive: ExtractiveConfig = field(default_factory=ExtractiveConfig)
     #: How kept words are chosen: structure, meaning units, coarse-to-fine (every extractive policy).
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    #: A small reader that answers the call's ``query`` from the whole text before selection, so that the
+    #: sentences holding its answer rank first (:mod:`rlpc_core.guide`): any reader spec, e.g.
+    #: ``llamacpp:qwen2.5-coder-0.5b-instruct``. ``None`` (default): no model beyond the policy is run.
+    guide: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -294,6 +304,9 @@ class CompressorConfig:
         check_rate(self.rate)
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise ValueError(f"tokenizer={self.tokenizer!r} must be a non-empty spec, e.g. 'words' or 'openai-community/gpt2'")
+        if self.guide is not None and (not isinstance(self.guide, str) or not self.guide.strip()):
+            raise ValueError(f"guide={self.guide!r} must be None or a reader spec, e.g. "
+                             "'llamacpp:qwen2.5-coder-0.5b-instruct'")
         for name, kind in _SECTIONS.items():
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a {kind.__name__}; build one with {kind.__name__}(...)")

@@ -30,7 +30,7 @@ class CompressionResult:
     method: str
     #: Wall-clock seconds spent in compression (the work; a model's one-off load is in ``load_seconds``).
     seconds: float
-    #: Why the requested policy's output was not used (``None`` when it was).
+    #: Why something asked for was not used: the policy's output, or the guide's answer (``None`` when all was).
     fallback: Optional[str] = None
     #: Seconds the call spent loading the tokenizer and the policy's model first (0.0 once they are loaded).
     #: One figure per call: every result of a batch repeats it.

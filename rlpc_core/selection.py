@@ -193,11 +193,13 @@ def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
 
 def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
            structure: Structure, units: Units, budget: Optional[int], *, query: Optional[str],
-           config: SelectionConfig, user: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+           config: SelectionConfig, user: Optional[np.ndarray] = None,
+           guided: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(keep, verbatim)``: the keep mask of ``words`` (see the module docstring) and the words it kept whatever
     the budget. ``numbers``: words the policy protects (kept within their kept block); ``verbatim``: words to keep
     whatever the budget, of which ``user`` were protected by the caller (a math problem's question is not kept
-    verbatim: its facts need the room); ``budget=None``: the dynamic rate."""
+    verbatim: its facts need the room); ``guided``: where a guide's answer occurs (:mod:`rlpc_core.guide`);
+    ``budget=None``: the dynamic rate."""
     n = len(words)
     if n == 0:
         return verbatim.copy(), verbatim
@@ -218,7 +220,8 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
             hard = hard | final
         return _select_facts(words, costs, scores, numbers, hard, final, units, budget,
                              config.math_question_share), hard
-    plan = plan_blocks(words, costs, scores, numbers, verbatim, structure, units, query=query, config=config)
+    plan = plan_blocks(words, costs, scores, numbers, verbatim, structure, units, query=query, config=config,
+                       guided=guided)
     if plan is None:
         return verbatim.copy(), verbatim
     if budget is None:  # the dynamic rate: relevant blocks whole
@@ -265,7 +268,8 @@ class Plan:
 
 
 def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
-                structure: Structure, units: Units, *, query: Optional[str], config: SelectionConfig) -> Optional[Plan]:
+                structure: Structure, units: Units, *, query: Optional[str], config: SelectionConfig,
+                guided: Optional[np.ndarray] = None) -> Optional[Plan]:
     """The blocks of a prompt and what each costs in its forms (``None`` when every word is verbatim)."""
     n = len(words)
     costs = np.asarray(costs, dtype=np.int64)
@@ -336,6 +340,15 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
         if q:  # only a sentence about the question: a name in an unrelated paragraph answers nothing
             typed *= best_sent > 0
         value = value + config.answer_type_bonus * typed
+    if guided is not None and config.guide_bonus:
+        # a guide that read the whole text points at the sentences holding its answer (rlpc_core.guide); its answer's
+        # words also come first when such a sentence must be cut to fit
+        guided = free & guided
+        hint = np.zeros(n_blocks)
+        hint[np.unique(block[guided])] = 1.0
+        hint[is_demo] = 0.0
+        value = value + config.guide_bonus * hint
+        typed_words = typed_words | guided
     if structure.prior is not None:  # boilerplate and quoted history count for less
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
         value = value + prior_sum / np.maximum(all_counts, 1)

@@ -175,6 +175,10 @@ def _not_meaningful() -> set[str]:
     return {name for name, m in EXTERNAL.items() if not m.meaningful}
 
 
+#: ``graph+guide``: a policy with the default guide (rlpc_core.guide), a small reader that answers the query first
+GUIDED = "+guide"
+
+
 def resolve_methods(names: Sequence[str]) -> list[Method]:
     from rlpc_core import policy_names
 
@@ -185,12 +189,13 @@ def resolve_methods(names: Sequence[str]) -> list[Method]:
             out.append(Method(NONE, NONE, "baseline"))
         elif name in EXTERNAL:
             out.append(Method(name, name, "peer-env", EXTERNAL[name].meaningful))
-        elif name in valid:
+        elif name in valid or (name.endswith(GUIDED) and name[: -len(GUIDED)] in policy_names()):
             out.append(Method(name, name, "in-process"))
         elif Path(name).expanduser().is_dir():
             out.append(Method(Path(name).expanduser().resolve().name, name, "in-process"))
         else:
-            raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))}, or a checkpoint folder "
+            raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))} (a policy + '{GUIDED}' "
+                             "adds the default guide), or a checkpoint folder "
                              "written by Compressor.save_pretrained (LLMLingua and the other published peers: "
                              "python -m benchmarks.evaluate, from a clone of the repository)")
     labels = [m.label for m in out]
@@ -204,6 +209,10 @@ def _make_compressor(method: Method, tokenizer: str):
 
     if Path(method.spec).expanduser().is_dir():
         return Compressor.from_pretrained(Path(method.spec).expanduser(), tokenizer=tokenizer)
+    if method.spec.endswith(GUIDED):
+        from rlpc_core.guide import DEFAULT_GUIDE
+
+        return Compressor(policy=method.spec[: -len(GUIDED)], tokenizer=tokenizer, guide=DEFAULT_GUIDE)
     return Compressor(policy=method.spec, tokenizer=tokenizer)
 
 

@@ -468,3 +468,31 @@ def test_prefetch_serves_a_likelihood_and_an_answer_with_one_prefill(tmp_path):
     assert len(replies) == 2
     for r in replies:  # computed right after the same prompt's likelihood: all but one prompt token reused
         assert r.reused_tokens == r.prompt_tokens - 1, r
+
+
+@needs_llama_cpp
+def test_a_reader_behind_a_server_guides_the_compressor(smol_server, monkeypatch):
+    from rlpc_core import Compressor
+    from rlpc_core.guide import Guide
+
+    text = ("The Harbour Line opened in the port city of Kessel in 1902 and was the first tram line of the city. Its "
+            "green cars ran every ten minutes between the docks and the cathedral square. Its route was drawn by "
+            "Ilse Marten, a surveyor from Rostock.")
+    query = "Who drew the route of the Harbour Line?"
+    compressor = Compressor(guide=smol_server.spec)
+    out = compressor.compress(text, rate=0.5, query=query)
+    assert out.fallback is None and out.budget_met
+    asked = compressor.guide.evaluator.answer("qa", [text], [query])[0]
+    assert asked.cached  # the compressor's call stored the reply: the same text and query are answered once
+    # what the served reader answered is all the guide adds: the same answer given by hand selects the same words
+    monkeypatch.setattr(Guide, "answer", lambda self, t, q: str(asked.answer or ""))
+    assert Compressor(guide=smol_server.spec).compress(text, rate=0.5, query=query).text == out.text
+
+
+def test_a_guide_whose_server_is_down_compresses_without_it_naming_the_url():
+    from rlpc_core import Compressor
+
+    text = "The depot opened in 1951. Its architect was Hanna Reuter. The roof burned in 1960 and was rebuilt."
+    out = Compressor(guide="openai:http://127.0.0.1:9/v1#guide").compress(text, rate=0.5, query="Who built it?")
+    assert out.text == Compressor().compress(text, rate=0.5, query="Who built it?").text and out.budget_met
+    assert "guide 'openai:http://127.0.0.1:9/v1#guide' raised" in out.fallback and "127.0.0.1:9" in out.fallback

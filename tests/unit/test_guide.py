@@ -1,0 +1,78 @@
+"""The guide: a small reader's answer to the query points the selection at the sentence that holds it.
+
+These tests fix the guide's answer (``Guide.answer`` replaced) to check what rlpc does with an answer: where it is
+found, how it moves the ranking, when the guide is not asked, and that a failing guide costs nothing but itself. A
+real reader runs as the guide in ``tests/integration/test_readers.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rlpc_core import Compressor
+from rlpc_core.guide import MAX_ANSWER_WORDS, Guide, answer_mask
+from rlpc_core.words import split_words
+
+# The question shares its words with the first sentence; its answer, a name, is in the last one.
+TEXT = ("The Harbour Line opened in the port city of Kessel in 1902 and was the first tram line of the city. Its "
+        "green cars ran every ten minutes between the docks and the cathedral square. Its route was drawn by Ilse "
+        "Marten, a surveyor from Rostock.")
+QUERY = "who designed the first tram line of Kessel"
+SPEC = "smollm2-135m-instruct"  # builds without loading: every answer below is fixed by the test
+
+
+def kept(mask, text):
+    words = split_words(text)
+    return [w for w, m in zip(words.tokens, mask) if m]
+
+
+def test_the_answer_is_found_word_for_word_wherever_it_occurs():
+    text = "Ilse Marten drew it. The Marten family lived in Rostock, where Ilse Marten, a surveyor, was born."
+    assert kept(answer_mask(split_words(text), "Ilse Marten"), text) == ["Ilse", "Marten", "Ilse", "Marten,"]
+    # case, edge punctuation and a leading article do not count
+    assert kept(answer_mask(split_words(text), "the ROSTOCK."), text) == ["Rostock,"]
+
+
+@pytest.mark.parametrize("answer", ["", "the", "it was", "Hamburg", " ".join(["word"] * (MAX_ANSWER_WORDS + 1))])
+def test_an_answer_that_points_nowhere_changes_nothing(answer):
+    text = "It was Ilse Marten who drew the route, word for word."
+    assert not answer_mask(split_words(text), answer).any()
+
+
+def test_the_guides_answer_moves_its_sentence_up(monkeypatch):
+    monkeypatch.setattr(Guide, "answer", lambda self, text, query: "Ilse Marten")
+    guided = Compressor(guide=SPEC).compress(TEXT, rate=0.5, query=QUERY)
+    plain = Compressor().compress(TEXT, rate=0.5, query=QUERY)
+    assert "Ilse Marten" in guided.text and guided.budget_met and guided.fallback is None, guided
+    assert "Ilse Marten" not in plain.text, plain.text  # the counterfactual: lexical coverage alone keeps sentence 1
+
+
+def test_the_guide_is_asked_only_with_a_query(monkeypatch):
+    def refuse(self, text, query):
+        raise AssertionError("the guide was asked without a query")
+
+    monkeypatch.setattr(Guide, "answer", refuse)
+    out = Compressor(guide=SPEC).compress(TEXT + " Who drew the route?", rate=0.5)
+    assert out.fallback is None and out.budget_met
+
+
+def test_a_failing_guide_compresses_without_it_and_says_why(monkeypatch):
+    def down(self, text, query):
+        raise ConnectionError("reader at http://127.0.0.1:9 is not answering")
+
+    monkeypatch.setattr(Guide, "answer", down)
+    out = Compressor(guide=SPEC).compress(TEXT, rate=0.33, query=QUERY)
+    plain = Compressor().compress(TEXT, rate=0.33, query=QUERY)
+    assert out.text == plain.text and out.budget_met
+    assert "guide 'smollm2-135m-instruct' raised ConnectionError" in out.fallback and "without it" in out.fallback
+
+
+def test_the_guide_is_a_setting_checked_at_construction_and_saved(tmp_path):
+    for bad in ("", "  ", 3):
+        with pytest.raises(ValueError, match="guide=.* must be None or a reader spec"):
+            Compressor(guide=bad)
+    with pytest.raises(Exception, match="no such file"):
+        Compressor(guide="llamacpp:no/such/model.gguf")
+    Compressor(guide=SPEC, selection={"guide_bonus": 3.0}).save_pretrained(tmp_path)
+    loaded = Compressor.from_pretrained(tmp_path)
+    assert loaded.config.guide == SPEC and loaded.config.selection.guide_bonus == 3.0
