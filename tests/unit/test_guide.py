@@ -76,3 +76,18 @@ def test_the_guide_is_a_setting_checked_at_construction_and_saved(tmp_path):
     Compressor(guide=SPEC, selection={"guide_bonus": 3.0}).save_pretrained(tmp_path)
     loaded = Compressor.from_pretrained(tmp_path)
     assert loaded.config.guide == SPEC and loaded.config.selection.guide_bonus == 3.0
+
+
+def test_a_shared_budget_asks_the_guide_once_per_query_over_every_document(monkeypatch):
+    pytest.importorskip("langchain_core", reason="the langchain extra is not installed")
+    from langchain_core.documents import Document
+
+    from langchain_rlpc import RLPCDocumentCompressor
+
+    asked = []
+    monkeypatch.setattr(Guide, "answer", lambda self, text, query: asked.append(text) or "Ilse Marten")
+    docs = [Document(page_content=p + ".", metadata={"i": i}) for i, p in enumerate(TEXT.split(". "))]
+    out = RLPCDocumentCompressor(shared_budget=True, rate=0.5, compressor_kwargs={"guide": SPEC}).compress_documents(
+        docs, QUERY)
+    assert len(asked) == 1 and all(d.page_content.rstrip(".") in asked[0] for d in docs)  # one call, all documents
+    assert any("Ilse Marten" in d.page_content for d in out)
