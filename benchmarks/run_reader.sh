@@ -10,7 +10,8 @@
 # LIMIT_QA / LIMIT_MULTI / LIMIT_DOCS / LIMIT_MATH (rows), THREADS, OUT (results folder), RATES (default 0.33,0.5; add auto for
 # the dynamic rate), BEFORE (an earlier results folder: its compressions are reused where the method and its
 # settings are unchanged, the peers', and the summary shows its graph and extractive rows as "(before)"), EXTRA
-# (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader), REUSE (a results
+# (more methods, comma-separated: a trained run's folder, e.g. EXTRA=checkpoints/minilm-reader; graph+guide, the graph
+# with the 0.5B guide), REUSE (a results
 # folder whose compressions are reused, as BEFORE's, without showing its rows as "(before)"), QA_METHODS /
 # MATH_METHODS (the method lists, e.g. a shorter one for a quick run), MATH_NEW_TOKENS (the reader's answer budget on
 # GSM8K, default 512: the 1.5B writes ~300-token solutions and ran out of 256 on 54% of few-shot prompts, of 512 on 5%),
@@ -32,6 +33,8 @@ QA_METHODS=${QA_METHODS:-graph,extractive,longllmlingua,llmlingua,truncate,rando
 MATH_METHODS=${MATH_METHODS:-graph,extractive,llmlingua,truncate,random,none}
 if [ -n "${EXTRA:-}" ]; then QA_METHODS="$EXTRA,$QA_METHODS"; MATH_METHODS="$EXTRA,$MATH_METHODS"; fi
 ${PY} -m rlpc_core.cli models pull qwen2.5-coder-1.5b-instruct --format gguf --quiet
+# a method with a guide (graph+guide: rlpc_core.guide) asks Qwen2.5-Coder-0.5B under llama.cpp first
+case ",$QA_METHODS,$MATH_METHODS," in *+guide,*) ${PY} -m rlpc_core.cli models pull qwen2.5-coder-0.5b-instruct --format gguf --quiet ;; esac
 run() {  # dataset, split, limit, methods
   resume=${RESUME:+--resume}
   src=${REUSE:-${BEFORE:-}}

@@ -194,10 +194,10 @@ def resolve_methods(names: Sequence[str]) -> list[Method]:
         elif Path(name).expanduser().is_dir():
             out.append(Method(Path(name).expanduser().resolve().name, name, "in-process"))
         else:
-            raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))} (a policy + '{GUIDED}' "
-                             "adds the default guide), or a checkpoint folder "
+            raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))}, or a checkpoint folder "
                              "written by Compressor.save_pretrained (LLMLingua and the other published peers: "
-                             "python -m benchmarks.evaluate, from a clone of the repository)")
+                             f"python -m benchmarks.evaluate, from a clone of the repository); a policy name + '{GUIDED}' "
+                             "adds the default guide (rlpc_core.guide)")
     labels = [m.label for m in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods repeat a name: {labels}; list each method once")
@@ -214,6 +214,20 @@ def _make_compressor(method: Method, tokenizer: str):
 
         return Compressor(policy=method.spec[: -len(GUIDED)], tokenizer=tokenizer, guide=DEFAULT_GUIDE)
     return Compressor(policy=method.spec, tokenizer=tokenizer)
+
+
+def check_guide(method: Method, compressor: Any) -> None:
+    """A method with a guide must have a guide that answers: one that fails would compress every row without it
+    (as a user's call does, saying why), and the figures would be the plain policy's under the guided label."""
+    guide = getattr(compressor, "guide", None)
+    if guide is None:
+        return
+    try:
+        guide.answer("The depot opened in 1951.", "When did the depot open?")
+    except Exception as err:
+        raise ValueError(f"method {method.label!r}: its guide {guide.spec!r} cannot answer ({type(err).__name__}: "
+                         f"{err}); fetch its model (rlpc models pull ALIAS --format gguf) or start its server, then "
+                         "rerun") from None
 
 
 def _query(e: Example) -> Optional[str]:
@@ -945,6 +959,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     for m in methods:  # build (or check) what external methods need now: a failure must not come late
         if m.runs_in == "peer-env":
             EXTERNAL[m.spec].prepare(args.quiet)
+        elif m.runs_in == "in-process":
+            check_guide(m, _make_compressor(m, tokenizer))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -232,6 +232,23 @@ def test_benchmark_rejects_an_unknown_method(tmp_path):
     assert "longllmlingua" in p.stderr and "selective-context" in p.stderr
 
 
+def test_a_guide_that_cannot_answer_stops_the_run_before_any_row(tmp_path, monkeypatch, capsys):
+    # without the check every row would be compressed without the guide (as a user's call is, saying why) and the
+    # plain policy's figures would be reported under the guided label
+    from rlpc_core import Compressor
+    from rlpc_core.backends import openai as openai_backend
+    from training import evaluate
+
+    read_jsonl(FILES["squad"], limit=1)
+    monkeypatch.setattr(openai_backend, "BACKOFF_BASE", 0.01)
+    folder = Compressor(guide="openai:http://127.0.0.1:9/v1#guide").save_pretrained(tmp_path / "guided")
+    code = evaluate.main(["--dataset", "squad", "--methods", f"graph,{folder}", "--limit", "2", "--reader", "none",
+                          "--evaluator", "none", "--feedback", "none", "--quiet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "method 'guided': its guide 'openai:http://127.0.0.1:9/v1#guide' cannot answer" in err, err
+    assert "127.0.0.1:9" in err and not (tmp_path / "x" / "compressions.jsonl").exists()
+
+
 def test_an_external_method_plugs_into_the_harness(tmp_path):
     """The hook the benchmarks' peers use: outputs stored as they arrive, a failed row left uncompressed and said."""
     from training import evaluate
