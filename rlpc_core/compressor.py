@@ -71,7 +71,8 @@ class Compressor:
         self.checkpoint = checkpoint
         self._policy = None
         self._fallback_policy = None
-        self._guide = Guide(self.config.guide) if self.config.guide is not None else None
+        self._guide = (Guide(self.config.guide, **self.config.guide_options) if self.config.guide is not None
+                       else None)
         self._counter: Optional[TokenCounter] = None
         self._lock = threading.Lock()
 

@@ -297,6 +297,10 @@ class CompressorConfig:
     #: sentences holding its answer rank first (:mod:`rlpc_core.guide`): any reader spec, e.g.
     #: ``llamacpp:qwen2.5-coder-0.5b-instruct``. ``None`` (default): no model beyond the policy is run.
     guide: Optional[str] = None
+    #: Settings of the guide's reader, as the evaluator takes them: ``n_ctx`` and ``threads`` for llama.cpp (its
+    #: context is 4096 tokens by default: a longer text is compressed without the guide, saying so), ``timeout``,
+    #: ``retries``, ``api_key_env`` for a server. Unknown settings fail at construction, naming the valid ones.
+    guide_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, str) or not self.policy:
@@ -307,6 +311,9 @@ class CompressorConfig:
         if self.guide is not None and (not isinstance(self.guide, str) or not self.guide.strip()):
             raise ValueError(f"guide={self.guide!r} must be None or a reader spec, e.g. "
                              "'llamacpp:qwen2.5-coder-0.5b-instruct'")
+        if not isinstance(self.guide_options, Mapping) or not all(isinstance(k, str) for k in self.guide_options):
+            raise ValueError(f"guide_options={self.guide_options!r} must be a dict of reader settings, e.g. "
+                             "{'n_ctx': 16384}")
         for name, kind in _SECTIONS.items():
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a {kind.__name__}; build one with {kind.__name__}(...)")

@@ -16,7 +16,7 @@ and cheaper than the model you pay for: the point is to spend a little locally t
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,7 +34,7 @@ MAX_ANSWER_WORDS = 12
 class Guide:
     """A reader (any spec the evaluator takes) asked the query about the whole text, once per text and query."""
 
-    def __init__(self, spec: str, *, max_new_tokens: int = 24):
+    def __init__(self, spec: str, *, max_new_tokens: int = 24, **options: Any):
         if not isinstance(spec, str) or not spec:
             raise ValueError(f"guide={spec!r} must be a reader spec, e.g. 'llamacpp:qwen2.5-coder-0.5b-instruct'")
         from .evaluator import Evaluator  # the reader stack is imported only by a caller who asks for a guide
@@ -42,7 +42,7 @@ class Guide:
         self.spec = spec
         # built now so that a bad spec fails here, with the evaluator's message; the model loads on first use.
         # Replies go to the evaluator's disk cache: the same text and query are answered once.
-        self.evaluator = Evaluator(spec, max_new_tokens=max_new_tokens)
+        self.evaluator = Evaluator(spec, max_new_tokens=max_new_tokens, **options)
 
     def __repr__(self) -> str:
         return f"Guide({self.spec!r})"

@@ -73,9 +73,14 @@ def test_the_guide_is_a_setting_checked_at_construction_and_saved(tmp_path):
             Compressor(guide=bad)
     with pytest.raises(Exception, match="no such file"):
         Compressor(guide="llamacpp:no/such/model.gguf")
-    Compressor(guide=SPEC, selection={"guide_bonus": 3.0}).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="n_ctx is not a setting of transformers readers"):
+        Compressor(guide=SPEC, guide_options={"n_ctx": 16384})  # the reader's own settings, checked by it
+    with pytest.raises(ValueError, match="guide_options=.* must be a dict"):
+        Compressor(guide=SPEC, guide_options=[("n_ctx", 1)])
+    Compressor(guide=SPEC, guide_options={"batch_size": 2}, selection={"guide_bonus": 3.0}).save_pretrained(tmp_path)
     loaded = Compressor.from_pretrained(tmp_path)
     assert loaded.config.guide == SPEC and loaded.config.selection.guide_bonus == 3.0
+    assert loaded.config.guide_options == {"batch_size": 2} and loaded.guide.evaluator.batch_size == 2
 
 
 def test_a_shared_budget_asks_the_guide_once_per_query_over_every_document(monkeypatch):
