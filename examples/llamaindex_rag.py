@@ -2,6 +2,7 @@
 
     python examples/llamaindex_rag.py                       # SQuAD v2 dev passages from ../shared/data
     python examples/llamaindex_rag.py --limit 3 --rate 0.4 --top-k 2
+    python examples/llamaindex_rag.py --limit 3 --shared-budget --guide llamacpp:qwen2.5-coder-0.5b-instruct
 
 Builds a VectorStoreIndex over SQuAD passages with real MiniLM embeddings, answers questions with
 SmolLM2-135M-Instruct (both embedded in rlpc, no hub needed), and puts ``RLPCNodePostprocessor`` between the
@@ -57,6 +58,11 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.5, help="share of each passage's tokens to keep (default 0.5)")
     parser.add_argument("--top-k", type=int, default=2, help="passages retrieved per question (default 2)")
     parser.add_argument("--passages", type=int, default=60, help="passages to index (default 60)")
+    parser.add_argument("--shared-budget", action="store_true",
+                        help="one budget for all the passages of a question (irrelevant ones shrink first)")
+    parser.add_argument("--guide", metavar="READER", help="a small reader that answers the question first, so the "
+                        "sentences holding its answer rank first, e.g. llamacpp:qwen2.5-coder-0.5b-instruct "
+                        "(rlpc models pull qwen2.5-coder-0.5b-instruct --format gguf)")
     args = parser.parse_args()
     if not args.data.is_file():
         parser.error(f"--data {args.data} does not exist; pass a SQuAD-style JSONL file "
@@ -76,7 +82,8 @@ def main() -> int:
     from llama_index_rlpc import RLPCNodePostprocessor
     from local_models import MiniLMEmbedding, SmolLM2LLM
 
-    postprocessor = RLPCNodePostprocessor(rate=args.rate)
+    postprocessor = RLPCNodePostprocessor(rate=args.rate, shared_budget=args.shared_budget,
+                                          compressor_kwargs={"guide": args.guide} if args.guide else None)
 
     start = time.perf_counter()
     passages, questions = load_squad(args.data, args.passages, args.limit)
