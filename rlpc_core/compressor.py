@@ -439,7 +439,9 @@ class Compressor:
         try:
             return answer_mask(job.words, self._guide.answer(job.clean, job.query)), None
         except Exception as err:  # a guide is a help, never a requirement: compress without it and say so
-            log.warning("guide %s failed; compressing without it", self._guide.spec, exc_info=True)
+            # the reason travels in result.fallback; the traceback only for those who ask for debug logs
+            log.warning("guide %s failed (%s: %s); compressing without it", self._guide.spec, type(err).__name__, err)
+            log.debug("guide %s failed", self._guide.spec, exc_info=True)
             return None, f"guide {self._guide.spec!r} raised {type(err).__name__}: {err}; compressed without it"
 
 

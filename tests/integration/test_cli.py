@@ -79,3 +79,15 @@ def test_models_list():
     assert p.returncode == 0, p.stderr
     aliases = {row["alias"] for row in json.loads(p.stdout)}
     assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= aliases
+
+
+def test_a_guide_on_the_command_line_and_when_it_cannot_answer():
+    text = "The depot opened in 1951. Its architect was Hanna Reuter. The roof burned in 1960 and was rebuilt."
+    plain = run("compress", text, "--rate", "0.5", "--query", "Who built it?")
+    down = run("compress", text, "--rate", "0.5", "--query", "Who built it?", "--guide", "openai:http://127.0.0.1:9/v1#g")
+    assert down.returncode == 0 and down.stdout == plain.stdout  # compressed without it...
+    err = down.stderr.decode()
+    assert "fell back: guide 'openai:http://127.0.0.1:9/v1#g' raised ReaderUnavailable" in err  # ...saying why
+    assert "Traceback" not in err
+    bad = run("compress", text, "--query", "Who built it?", "--guide", "llamacpp:no/such.gguf")
+    assert bad.returncode == 2 and "no such file" in bad.stderr.decode()
