@@ -257,6 +257,7 @@ class Plan:
     logit_part: np.ndarray  # per block: policy_logit_weight x its block logit (in value; zeros when the weight is 0)
     logit_weight: float
     repeats: np.ndarray  # per block: it repeats an earlier sentence word for word (ranked last; auto drops it)
+    guided: Optional[np.ndarray] = None  # words where a guide's answer occurs (rlpc_core.guide): kept first in a cut
 
     @property
     def n_blocks(self) -> int:
@@ -342,7 +343,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
         value = value + config.answer_type_bonus * typed
     if guided is not None and config.guide_bonus:
         # a guide that read the whole text points at the sentences holding its answer (rlpc_core.guide); its answer's
-        # words also come first when such a sentence must be cut to fit
+        # words also come first when such a sentence must be cut to fit, before words of the kind asked for
         guided = free & guided
         hint = np.zeros(n_blocks)
         hint[np.unique(block[guided])] = 1.0
@@ -385,7 +386,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     near = _near_question(lemmas, q, sent, content, NEAR_WINDOW) & free if q else np.zeros(n, dtype=bool)
     return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
                 deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight), repeats)
+                float(config.policy_logit_weight), repeats, guided)
 
 
 #: a repeated sentence counts only with at least this many content words ("Yes.", "Thanks!" may recur and matter)
@@ -483,9 +484,9 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
 
 
 def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
-    """The words of one block worth most within ``room`` tokens: meaning units whole and single words, the kind of
-    answer the question asks for first (a name for "who"), then units and numbers, then content words by the
-    policy's rank; filler last. In the block's order."""
+    """The words of one block worth most within ``room`` tokens: meaning units whole and single words, a guide's
+    answer first, then the kind of answer the question asks for (a name for "who"), then units and numbers, then
+    content words by the policy's rank; filler last. In the block's order."""
     unit_of = plan.units.unit_of(len(plan.costs))
     items: list[np.ndarray] = []
     seen: set[int] = set()
@@ -497,11 +498,13 @@ def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
             seen.add(u)
             lo, hi = plan.units.spans[u]
             items.append(np.arange(lo, hi))
-    key = np.asarray([(not plan.typed[it].any(), not plan.near[it].any(), not plan.critical[it].any(),
-                       not plan.content[it].any(), -float(plan.ranks[it].max()), int(it[0])) for it in items],
-                     dtype=[("t", bool), ("n", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
+    guided = plan.guided if plan.guided is not None else np.zeros(len(plan.costs), dtype=bool)
+    key = np.asarray([(not guided[it].any(), not plan.typed[it].any(), not plan.near[it].any(),
+                       not plan.critical[it].any(), not plan.content[it].any(), -float(plan.ranks[it].max()),
+                       int(it[0])) for it in items],
+                     dtype=[("g", bool), ("t", bool), ("n", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
     taken: list[np.ndarray] = []
-    for k in np.argsort(key, order=("t", "n", "c", "f", "r", "p"), kind="stable"):
+    for k in np.argsort(key, order=("g", "t", "n", "c", "f", "r", "p"), kind="stable"):
         c = int(plan.costs[items[k]].sum())
         if c <= room:
             taken.append(items[k])
