@@ -430,7 +430,6 @@ class Compressor:
         protected_ok = bool(keep[protected].all())
         return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
 
-
     def _guided(self, job: "_Job") -> tuple[Optional[np.ndarray], Optional[str]]:
         """Where the guide's answer to the call's query occurs, and why there is none if the guide failed. Only
         with a query: a prompt's own question may be a task (a word problem) whose answer is not in the text."""

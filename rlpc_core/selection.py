@@ -341,7 +341,9 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
         if q:  # only a sentence about the question: a name in an unrelated paragraph answers nothing
             typed *= best_sent > 0
         value = value + config.answer_type_bonus * typed
-    if guided is not None and config.guide_bonus:
+    if not config.guide_bonus:
+        guided = None  # a bonus of 0 turns the guide's answer off, in the ranking and in cuts alike
+    if guided is not None:
         # a guide that read the whole text points at the sentences holding its answer (rlpc_core.guide); its answer's
         # words also come first when such a sentence must be cut to fit, before words of the kind asked for
         guided = free & guided
