@@ -85,7 +85,8 @@ class Compressor:
         self.__init__(state["config"], checkpoint=state["checkpoint"])
 
     def __repr__(self) -> str:
-        return f"Compressor(policy={self.config.policy!r}, tokenizer={self.config.tokenizer!r})"
+        guide = f", guide={self.config.guide!r}" if self.config.guide is not None else ""
+        return f"Compressor(policy={self.config.policy!r}, tokenizer={self.config.tokenizer!r}{guide})"
 
     # -- lazy, thread-safe loading: building a Compressor is free, the first call loads what it needs
     @property

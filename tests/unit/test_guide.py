@@ -80,6 +80,7 @@ def test_the_guide_is_a_setting_checked_at_construction_and_saved(tmp_path):
     Compressor(guide=SPEC, guide_options={"batch_size": 2}, selection={"guide_bonus": 3.0}).save_pretrained(tmp_path)
     loaded = Compressor.from_pretrained(tmp_path)
     assert loaded.config.guide == SPEC and loaded.config.selection.guide_bonus == 3.0
+    assert repr(loaded) == f"Compressor(policy='graph', tokenizer='smollm2-135m-instruct', guide={SPEC!r})"
     assert loaded.config.guide_options == {"batch_size": 2} and loaded.guide.evaluator.batch_size == 2
 
 
