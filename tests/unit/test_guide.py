@@ -81,6 +81,10 @@ def test_the_guide_is_a_setting_checked_at_construction_and_saved(tmp_path):
     loaded = Compressor.from_pretrained(tmp_path)
     assert loaded.config.guide == SPEC and loaded.config.selection.guide_bonus == 3.0
     assert repr(loaded) == f"Compressor(policy='graph', tokenizer='smollm2-135m-instruct', guide={SPEC!r})"
+    import pickle  # frameworks that pickle components (worker processes) get the guide back, rebuilt
+
+    again = pickle.loads(pickle.dumps(loaded))
+    assert again.guide is not None and again.guide.spec == SPEC and again.config == loaded.config
     assert loaded.config.guide_options == {"batch_size": 2} and loaded.guide.evaluator.batch_size == 2
 
 
