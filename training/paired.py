@@ -5,7 +5,8 @@
 Two methods measured on the same rows differ by less noise than their two confidence intervals suggest: this
 takes each row's difference (method minus reference) of the reader's accuracy where a reader was run, of the task's
 main metric (answer survival for qa, number retention for math) and of the likelihood Δ, and gives its mean with a 95% bootstrap CI, per rate and pooled over
-rates, plus how many rows each side wins. Reads ``FOLDER/rows.jsonl`` (written by ``python -m training.evaluate``)
+rates, plus how many rows each side wins, and on how many rows the method's compressed text differs from the
+reference's at all (a variant that changes few texts can change few answers). Reads ``FOLDER/rows.jsonl`` (written by ``python -m training.evaluate``)
 and writes ``FOLDER/paired.json`` and ``FOLDER/paired.md`` (``paired-vs-REFERENCE.*`` for another reference than
 the graph, so both can sit side by side).
 """
@@ -24,7 +25,8 @@ MAIN = {"qa": "answer_survival", "math": "number_retention"}
 
 
 def paired(rows: Sequence[dict[str, Any]], reference: str, seed: int = 0) -> dict[str, Any]:
-    """``{method: {rate or "pooled": {metric: {mean, ci, n, wins, losses}}}}`` against ``reference``."""
+    """``{method: {rate or "pooled": {metric: {mean, ci, n, wins, losses}}}}`` against ``reference``, plus
+    ``texts_differ: {changed, rows}`` where the rows hold their compressed texts."""
     by = {(r["method"], r["rate"], r["id"]): r for r in rows}
     tasks = {r["task"] for r in rows}
     metrics = [MAIN[t] for t in tasks if t in MAIN] + ["ll_delta"]
@@ -37,7 +39,11 @@ def paired(rows: Sequence[dict[str, Any]], reference: str, seed: int = 0) -> dic
         res: dict[str, Any] = {}
         fixed = [r for r in rates if r != "auto"]  # pooled over the fixed rates; auto is its own row
         for label, sel in [(str(rate), [rate]) for rate in rates] + [("pooled", fixed)]:
-            entry = {}
+            entry: dict[str, Any] = {}
+            texts = [(r.get("text"), by[(reference, rate, rid)].get("text")) for (method, rate, rid), r in by.items()
+                     if method == m and rate in sel and (reference, rate, rid) in by]
+            if texts and all(a is not None and b is not None for a, b in texts):
+                entry["texts_differ"] = {"changed": int(sum(a != b for a, b in texts)), "rows": len(texts)}
             for metric in metrics:
                 diffs = []
                 for (method, rate, rid), r in by.items():
@@ -51,7 +57,7 @@ def paired(rows: Sequence[dict[str, Any]], reference: str, seed: int = 0) -> dic
                 if ci is not None:
                     ci.update(wins=int(sum(d > 0 for d in diffs)), losses=int(sum(d < 0 for d in diffs)))
                     entry[metric] = ci
-            if entry:
+            if any(k != "texts_differ" for k in entry):
                 res[label] = entry
         if res:
             out[m] = res
@@ -66,6 +72,9 @@ def markdown(result: dict[str, Any], reference: str, folder: Path) -> str:
     for m, by_rate in result.items():
         for rate, entry in by_rate.items():
             for metric, ci in entry.items():
+                if metric == "texts_differ":
+                    lines.append(f"| `{m}` | {rate} | compressed text differs | {ci['changed']} of {ci['rows']} rows | — |")
+                    continue
                 lines.append(f"| `{m}` | {rate} | {metric} | {ci['mean']:+.3f} [{ci['ci'][0]:+.3f}, {ci['ci'][1]:+.3f}] "
                              f"| {ci['wins']} / {ci['losses']} |")
     return "\n".join(lines) + "\n"

@@ -340,7 +340,8 @@ def test_paired_differences_against_the_reference(tmp_path):
     rows = []
     for i in range(20):
         for m, v in (("graph", float(i % 2)), ("mine", 1.0), ("none", 1.0)):
-            rows.append({"id": str(i), "method": m, "rate": 0.5, "task": "qa", "answer_survival": v, "ll_delta": None})
+            rows.append({"id": str(i), "method": m, "rate": 0.5, "task": "qa", "answer_survival": v, "ll_delta": None,
+                         "text": "same" if m != "mine" or i < 15 else "other"})
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     assert paired.main([str(tmp_path)]) == 0
     out = json.loads((tmp_path / "paired.json").read_text())["paired"]
@@ -348,6 +349,8 @@ def test_paired_differences_against_the_reference(tmp_path):
     ci = out["mine"]["0.5"]["answer_survival"]
     assert ci["mean"] == 0.5 and (ci["wins"], ci["losses"]) == (10, 0) and ci["ci"][0] > 0
     assert "pooled" in out["mine"] and "+0.500" in (tmp_path / "paired.md").read_text()
+    assert out["mine"]["0.5"]["texts_differ"] == {"changed": 5, "rows": 20}
+    assert "| `mine` | 0.5 | compressed text differs | 5 of 20 rows | — |" in (tmp_path / "paired.md").read_text()
     # another reference writes beside the graph's comparison instead of over it
     assert paired.main([str(tmp_path), "--reference", "mine"]) == 0
     assert (tmp_path / "paired-vs-mine.md").is_file() and "+0.500" in (tmp_path / "paired.md").read_text()
