@@ -162,9 +162,10 @@ class SelectionConfig:
     #: worse; SQuAD, whose questions mostly start "What", unchanged. 0 turns it off.
     answer_type_bonus: float = 2.0
     #: Extra value of a sentence holding the guide's answer (``CompressorConfig.guide``: a small reader that
-    #: answers the query from the whole text first). Chosen on NQ *train* rows (see :mod:`rlpc_core.guide`): it
-    #: is the size of the question-coverage weight, so a sentence the guide points at ranks with the best-covered
-    #: ones. Used only when a guide is set and the call gives a query.
+    #: answers the query from the whole text first). Chosen on 80 NQ *train* rows with the 1.5B reader (2.0 and 4.0
+    #: level; docs/compression.md): it is the size of the question-coverage weight, so a sentence the guide points
+    #: at ranks with the best-covered ones. Used only when a guide is set and the call gives a query; 0 turns the
+    #: guide's answer off (in the ranking and in cuts).
     guide_bonus: float = 2.0
     #: Weight of the policy's own block logit in a block's value: the mean of its raw word scores over the block's
     #: content words, added to the value above (whose policy part is only the scores' within-prompt ranks, a small
