@@ -80,12 +80,16 @@ _IMPERATIVE_NEXT = frozenset("its us this these those details steps items result
                              "examples sentences words questions answers".split())
 _FORMAT_CUES = re.compile(
     r"\b(?:you (?:must|should) (?:answer|reply|respond|use only|only)|your (?:task|answer|reply|response|job) (?:is|should)|"
-    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)\b|(?:answer|reply|respond) (?:briefly|concisely)|"
+    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)\b(?! \d)|(?:answer|reply|respond) (?:briefly|concisely)|"
     r"valid json|in json|json (?:object|format)|in one word|one word only|letter only|the letter of|"
     r"(?:in|as|use) (?:at most )?(?:\d+|one|two|three|four|five) (?:bullet|bullets|bullet points|sentences|words)|"
     r"at most \d+ (?:words|sentences|bullets)|no more than \d+ (?:words|sentences)|"
     r"do not (?:include|add|explain|answer|repeat) |don't (?:include|add|explain)|no explanations?|"
-    r"step by step|final answer|output format|in (?:english|french|german|spanish)\b)",
+    r"step by step|final answer|output format|"
+    # a language is an instruction only as the language of the output ("Write it in German", "in English only"),
+    # not wherever a sentence mentions one ("In English, Sinéad is also spelled Sinead")
+    r"\b(?:answer|reply|respond|write|output|translate|summari[sz]e|explain|return)\b[^.!?\n]{0,60}?\bin "
+    r"(?:english|french|german|spanish)\b|\bin (?:english|french|german|spanish) only\b)",
     re.IGNORECASE)
 _CONTEXT_LABELS = re.compile(r"^(?:context|documents?|passages?|sources?|background|transcript|article|text|"
                              r"notes?|data|knowledge|retrieved|search results?|excerpts?|email|thread|history)\b",
@@ -183,20 +187,39 @@ def _sentence_spans(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
+#: Adverbs that open an order ("Only answer ...", "Never share ...") and the words after which they do not ("Only
+#: several hundred are ...", "Never before had ...").
+_ADVERB_ORDERS = frozenset("only never always".split())
+_NOT_A_VERB = frozenset("""the a an this that these those his her its their our my your after before when if in on at by
+    for with to from during since until once then one two three four five several few some many most much more less
+    about around nearly recently now later again once yet""".split())
+#: What opens a condition before an order: "If the user is locked out, give ...", "When asked, reply ...".
+_CONDITION = re.compile(r"^\W*(?:if|when|whenever|unless|once|before|after|while|where|wherever|otherwise|in case|"
+                        r"as soon as|for (?:each|every|any|all)|should|wenn|falls|sobald|si|quand|lorsque|cuando)\b",
+                        re.IGNORECASE)
 _ADDRESS = re.compile(r"^(?:you are|you're|you will|you'll|you must|you should|you can|your (?:task|job|role|goal)|"
                       r"act as|tu es|vous êtes|du bist|sie sind|eres|usted es)\b", re.IGNORECASE)
 
 
 def _opens_with_imperative(clause: str) -> bool:
-    words = clause.strip().lstrip("-*•>#0123456789.) ").split()
+    text = clause.strip().lstrip("-*•>#0123456789.) ")
+    if text[:1] in "\"“'‘«„":
+        return False  # a quoted title ("Put Your Hand in the Hand" is a song) or speech, not an order to the model
+    words = text.split()
     if not words:
         return False
     first = re.sub(r"[^\w']", "", words[0]).lower()
-    second = re.sub(r"[^\w']", "", words[1]).lower() if len(words) > 1 else ""
-    # "Answer ...", "Never ...", but not "Read Paris" style proper-noun openings, nor a name as the subject of a
-    # verb ("Mark is a copy-editor", "Grace writes ...")
-    if first not in _IMPERATIVE or (second[:1].isupper() and first not in ("do", "please")):
+    raw_second = re.sub(r"[^\w']", "", words[1]) if len(words) > 1 else ""
+    second = raw_second.lower()
+    # "Answer ...", "Never ...", "Write Python code" (a name after the verb is its object), but not a name as the
+    # subject of a verb ("Mark is a copy-editor", "Grace writes ...")
+    if first not in _IMPERATIVE:
         return False
+    capitalised = raw_second[:1].isupper() and not raw_second.isupper()
+    if first == "do" and second not in ("not", "n't") and capitalised:
+        return False  # "Do NOT share ..." gives an order; "Do You Love Me?" is a title
+    if first in _ADVERB_ORDERS and (second in _NOT_A_VERB or capitalised):
+        return False  # "Only several hundred are ...", "Only Mexico and Brazil have ...": not an order
     if second in _SUBJECT_VERBS or (words[0][:1].isupper() and second.endswith("s") and second not in _IMPERATIVE_NEXT
                                     and len(second) > 3 and not second.endswith("ss")):
         return False
@@ -210,8 +233,9 @@ def _is_instruction(sentence: str) -> bool:
     if _opens_with_imperative(stripped) or _ADDRESS.match(stripped.lstrip("-*•>#0123456789.) ")):
         return True
     head, sep, tail = stripped.partition(",")
-    if sep and len(head.split()) <= 10 and _opens_with_imperative(tail):
-        return True  # an opening condition, then the order
+    if sep and len(head.split()) <= 10 and _CONDITION.match(head) and tail.strip()[:1].islower() and \
+            _opens_with_imperative(tail):
+        return True  # an opening condition, then the order (not "He invited Eustace II, Count of Boulogne ...")
     return bool(_FORMAT_CUES.search(sentence))
 
 

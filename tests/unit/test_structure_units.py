@@ -95,6 +95,21 @@ def test_instructions_at_the_edges_and_format_cues_anywhere():
     assert kinds("For each bug, give the line and a fix.\n\nThe code is below.")["give"] == "instruction"
 
 
+def test_a_passage_that_only_looks_like_orders_is_context():
+    # a one-paragraph passage: every sentence sits at an edge, where imperatives would count as the prompt's orders
+    passage = ("He sent his envoy Odo, Count of Arles, to the synod in 1052. Only a few hundred copies survive. "
+               "Only Norway and Chile have hosted the race twice. \"Take Me Home Tonight\" is a single by the band. "
+               "Do You Remember was their second album. In English, the town is also spelled Aachen. "
+               "The crew return in 2019 for a second season. For example, consider the case of the lighthouse.")
+    k = kinds(passage, query="Who was sent to the synod?")
+    orders = [w for w, kind in k.items() if kind == "instruction"]
+    assert orders == [], orders
+    # the same forms that are orders stay orders
+    k = kinds("Only answer from the passage. Do NOT guess. Write Python code if asked. If a date is missing, say so. "
+              "Reply in English only.\n\nPassage: the pier opened in 1871.", query="When did the pier open?")
+    assert all(k[w] == "instruction" for w in ("answer", "guess.", "Python", "say", "English"))
+
+
 def test_headings_list_markers_code_json_and_boilerplate():
     text = ("## Returns\n- Items can be returned within 30 days.\n- Opened cosmetics cannot be returned.\n\n"
             "```python\nprint('hi')\n```\n\nPayload: {\"id\": 7, \"tags\": [\"a\"]}\n\nKind regards,\nMaria Lopez\n"
