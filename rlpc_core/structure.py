@@ -80,7 +80,11 @@ _IMPERATIVE_NEXT = frozenset("its us this these those details steps items result
                              "examples sentences words questions answers".split())
 _FORMAT_CUES = re.compile(
     r"\b(?:you (?:must|should) (?:answer|reply|respond|use only|only)|your (?:task|answer|reply|response|job) (?:is|should)|"
-    r"(?:answer|reply|respond|return|output)(?:s)? (?:with|in|only|as)\b(?! \d)|(?:answer|reply|respond) (?:briefly|concisely)|"
+    # an order to answer in some form opens its clause ("Reply with the letter", "If unsure, answer in one word",
+    # "You must respond in French"); "the show would return with", "Atlanta would answer in the second quarter" are
+    # narrative
+    r"(?:^[\s\-*•>#\d.)]*|[,;:]\s*|\b(?:please|always|only|must|should|then)\s+)"
+    r"(?:answer|reply|respond|return|output)s? (?:with|in|only|as)\b(?! \d)|(?:answer|reply|respond) (?:briefly|concisely)|"
     r"valid json|in json|json (?:object|format)|in one word|one word only|letter only|the letter of|"
     r"(?:in|as|use) (?:at most )?(?:\d+|one|two|three|four|five) (?:bullet|bullets|bullet points|sentences|words)|"
     r"at most \d+ (?:words|sentences|bullets)|no more than \d+ (?:words|sentences)|"
@@ -218,8 +222,11 @@ def _opens_with_imperative(clause: str) -> bool:
     capitalised = raw_second[:1].isupper() and not raw_second.isupper()
     if first == "do" and second not in ("not", "n't") and capitalised:
         return False  # "Do NOT share ..." gives an order; "Do You Love Me?" is a title
-    if first in _ADVERB_ORDERS and (second in _NOT_A_VERB or capitalised):
+    if first in _ADVERB_ORDERS and (second in _NOT_A_VERB or capitalised or second[:1].isdigit()):
         return False  # "Only several hundred are ...", "Only Mexico and Brazil have ...": not an order
+    third = re.sub(r"[^\w']", "", words[2]).lower() if len(words) > 2 else ""
+    if capitalised and (third in _SUBJECT_VERBS or third == "of"):
+        return False  # a name as the subject: "Mark Whitaker was named ...", "Mark Sutherland of Rolling Stone ..."
     if second in _SUBJECT_VERBS or (words[0][:1].isupper() and second.endswith("s") and second not in _IMPERATIVE_NEXT
                                     and len(second) > 3 and not second.endswith("ss")):
         return False

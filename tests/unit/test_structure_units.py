@@ -100,14 +100,17 @@ def test_a_passage_that_only_looks_like_orders_is_context():
     passage = ("He sent his envoy Odo, Count of Arles, to the synod in 1052. Only a few hundred copies survive. "
                "Only Norway and Chile have hosted the race twice. \"Take Me Home Tonight\" is a single by the band. "
                "Do You Remember was their second album. In English, the town is also spelled Aachen. "
-               "The crew return in 2019 for a second season. For example, consider the case of the lighthouse.")
+               "The crew return in 2019 for a second season. For example, consider the case of the lighthouse. "
+               "The show would return with six new episodes. Leeds would answer in the second half. Mark Ellery was "
+               "named editor. Only 4120 firms had a licence.")
     k = kinds(passage, query="Who was sent to the synod?")
     orders = [w for w, kind in k.items() if kind == "instruction"]
     assert orders == [], orders
     # the same forms that are orders stay orders
     k = kinds("Only answer from the passage. Do NOT guess. Write Python code if asked. If a date is missing, say so. "
-              "Reply in English only.\n\nPassage: the pier opened in 1871.", query="When did the pier open?")
-    assert all(k[w] == "instruction" for w in ("answer", "guess.", "Python", "say", "English"))
+              "Reply in English only. If unsure, reply with unknown. You must respond in French.\n\nPassage: the pier "
+              "opened in 1871.", query="When did the pier open?")
+    assert all(k[w] == "instruction" for w in ("answer", "guess.", "Python", "say", "English", "unknown.", "French."))
 
 
 def test_headings_list_markers_code_json_and_boilerplate():
