@@ -7,7 +7,7 @@
 Reads every ``*/metrics.json`` + ``rows.jsonl`` under the folder (runs of ``python -m training.evaluate --reader``)
 and writes ``summary.json``, ``summary.md`` and ``summary.png`` there: per dataset and rate, accuracy lost against
 the uncompressed prompt (paired per row, 95% bootstrap CI); pooled over the QA datasets; and each method against a
-reference method (default ``graph``) on the same rows. ``--before FOLDER`` adds the named methods of an earlier run
+reference method (default ``graph``) on the same rows. ``--before FOLDER`` (repeatable) adds the named methods of an earlier run
 of the same datasets (same rows, same reader) as ``METHOD (before)``, so a change is read side by side with its
 paired difference. With ``--readme`` the block between ``<!-- reader:start -->`` and ``<!-- reader:end -->`` in that
 file is replaced by the Markdown table.
@@ -43,6 +43,8 @@ def add_before(runs: list[dict[str, Any]], before: list[dict[str, Any]], methods
         ids = {r["id"] for r in run["rows"]}
         for m in methods:
             label = f"{m} (before)"
+            if label in run["metrics"]["config"]["methods"]:  # an earlier --before folder gave it already
+                continue
             rows = [dict(r, method=label) for r in old["rows"] if r["method"] == m and r["id"] in ids]
             if not rows:  # the earlier run did not measure this method: no empty "(before)" line
                 continue
@@ -237,7 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("folder", type=Path, help="folder holding one python -m training.evaluate --reader run per dataset")
     p.add_argument("--reference", default="graph", help="method every other is compared with (default graph)")
     p.add_argument("--readme", type=Path, default=None, help="rewrite this file's reader block")
-    p.add_argument("--before", type=Path, default=None, help="an earlier folder of runs on the same datasets")
+    p.add_argument("--before", type=Path, action="append", default=None,
+                   help="an earlier folder of runs on the same datasets (repeat it for datasets kept in several "
+                        "folders; the first that has a dataset gives its rows)")
     p.add_argument("--before-methods", default="graph,extractive",
                    help="methods of --before shown as METHOD (before) (default graph,extractive)")
     p.add_argument("--out", type=Path, default=None,
@@ -247,8 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     runs = load_runs(args.folder)
     if not runs:
         p.error(f"no reader runs under {args.folder}: run benchmarks/run_reader.sh (or training.evaluate --reader) first")
-    if args.before is not None:
-        add_before(runs, load_runs(args.before), [m.strip() for m in args.before_methods.split(",") if m.strip()])
+    for before in args.before or ():
+        add_before(runs, load_runs(before), [m.strip() for m in args.before_methods.split(",") if m.strip()])
     summary = summarize(runs, reference=args.reference, seed=args.seed)
     out = args.out or args.folder
     out.mkdir(parents=True, exist_ok=True)

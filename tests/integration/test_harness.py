@@ -574,6 +574,9 @@ def test_before_rows_come_only_from_methods_the_earlier_run_measured():
     add_before([now], [earlier], ["graph", "extractive"])
     assert now["metrics"]["config"]["methods"] == ["graph", "none", "graph (before)"]  # no empty extractive line
     assert sorted(r["id"] for r in now["rows"] if r["method"] == "graph (before)") == ["a", "b"]  # the same rows
+    # a second earlier folder (repeated --before) adds nothing twice: the first that has the dataset gives its rows
+    add_before([now], [run(["graph"], ["a", "b"])], ["graph"])
+    assert sum(r["method"] == "graph (before)" for r in now["rows"]) == 2
 
 
 def test_the_report_says_how_often_the_reader_ran_out_of_new_tokens():
