@@ -404,7 +404,8 @@ class Compressor:
             guided, unguided = self._guided(job)
             fallback = "; ".join(x for x in (fallback, unguided) if x) or None
             keep, protected = select(job.words, job.costs, scores, scored.protected, protected, structure, units,
-                                     job.budget, query=job.query, config=sel, user=user, guided=guided)
+                                     job.budget, query=job.query, config=sel, user=user, guided=guided,
+                                     count=lambda mask: counter.count(join_kept(job.words, mask)))
             droppable = ~protected & ~units.mask(len(job.words)) & ~scored.protected
             filler = filler_mask(job.words)
             budget = job.budget

@@ -31,7 +31,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -194,12 +194,15 @@ def _group_sets(lemmas: list[str], group: np.ndarray, n: int) -> list[set]:
 def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
            structure: Structure, units: Units, budget: Optional[int], *, query: Optional[str],
            config: SelectionConfig, user: Optional[np.ndarray] = None,
-           guided: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+           guided: Optional[np.ndarray] = None,
+           count: Optional[Callable[[np.ndarray], int]] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(keep, verbatim)``: the keep mask of ``words`` (see the module docstring) and the words it kept whatever
     the budget. ``numbers``: words the policy protects (kept within their kept block); ``verbatim``: words to keep
     whatever the budget, of which ``user`` were protected by the caller (a math problem's question is not kept
     verbatim: its facts need the room); ``guided``: where a guide's answer occurs (:mod:`rlpc_core.guide`);
-    ``budget=None``: the dynamic rate."""
+    ``budget=None``: the dynamic rate; ``count``: the exact token count of a keep mask's text (words' costs need not
+    add up to it: tokens merge and split at the new boundaries), so that an overshoot is taken from the least
+    valuable kept sentence (:func:`trim_weakest`) rather than from the weakest words wherever they are."""
     n = len(words)
     if n == 0:
         return verbatim.copy(), verbatim
@@ -221,13 +224,29 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
         return _select_facts(words, costs, scores, numbers, hard, final, units, budget,
                              config.math_question_share), hard
     plan = plan_blocks(words, costs, scores, numbers, verbatim, structure, units, query=query, config=config,
-                       guided=guided)
+                       guided=guided, user=user)
     if plan is None:
         return verbatim.copy(), verbatim
     if budget is None:  # the dynamic rate: relevant blocks whole
         chosen = (plan.value >= config.auto_threshold * plan.value.max()) & ~plan.repeats
-        return verbatim | (plan.free & chosen[np.maximum(plan.block, 0)]), verbatim
-    return realize(plan, plan.by_value, budget), verbatim
+        keep = plan.verbatim | (plan.free & chosen[np.maximum(plan.block, 0)])
+        for b in np.flatnonzero(chosen):
+            if plan.heads_of[b] is not None:
+                keep[plan.heads_of[b]] = True
+    else:
+        keep = realize(plan, plan.by_value, budget)
+        for _ in range(REFIT_ROUNDS if count is not None else 0):
+            over = count(keep) - budget
+            if over <= 0:
+                break
+            keep = trim_weakest(plan, keep, over)
+    # a heading that goes with its section is verbatim only where its section kept something
+    return keep, plan.verbatim | (verbatim & keep)
+
+
+#: How many times an overshoot of the text's exact token count is taken from the least valuable kept sentences
+#: (the compressor's word-level trim handles what is left).
+REFIT_ROUNDS = 2
 
 
 @dataclass
@@ -258,6 +277,7 @@ class Plan:
     logit_weight: float
     repeats: np.ndarray  # per block: it repeats an earlier sentence word for word (ranked last; auto drops it)
     guided: Optional[np.ndarray] = None  # words where a guide's answer occurs (rlpc_core.guide): kept first in a cut
+    heads_of: Optional[list] = None  # per block: the heading words over its section (kept with its first kept block)
 
     @property
     def n_blocks(self) -> int:
@@ -270,8 +290,9 @@ class Plan:
 
 def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndarray, verbatim: np.ndarray,
                 structure: Structure, units: Units, *, query: Optional[str], config: SelectionConfig,
-                guided: Optional[np.ndarray] = None) -> Optional[Plan]:
-    """The blocks of a prompt and what each costs in its forms (``None`` when every word is verbatim)."""
+                guided: Optional[np.ndarray] = None, user: Optional[np.ndarray] = None) -> Optional[Plan]:
+    """The blocks of a prompt and what each costs in its forms (``None`` when every word is verbatim). Headings over
+    compressible text go with it (:func:`_section_heads`); ``user``: words the caller protected (they stay)."""
     n = len(words)
     costs = np.asarray(costs, dtype=np.int64)
     sent, para = sentence_ids(words, units)
@@ -386,9 +407,46 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
     near = _near_question(lemmas, q, sent, content, NEAR_WINDOW) & free if q else np.zeros(n, dtype=bool)
-    return Plan(costs, verbatim, free, block, _members(block, n_blocks), is_demo, value, short, short_cost, deep,
-                deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight), repeats, guided)
+    heads, heads_of = _section_heads(structure, verbatim, free, block, n_blocks, user)
+    return Plan(costs, verbatim & ~heads, free, block, _members(block, n_blocks), is_demo, value, short, short_cost,
+                deep, deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
+                float(config.policy_logit_weight), repeats, guided, heads_of)
+
+
+def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray, block: np.ndarray, n_blocks: int,
+                   user: Optional[np.ndarray]) -> tuple[np.ndarray, list]:
+    """``(heading words that go with their section, per block the heading words over it)``.
+
+    A heading ("## Refunds", a "Section: Webhooks" label, "Context:") over compressible text is kept when something
+    of its section is, and dropped with it: a prompt whose sections were all cut must not come out as a column of
+    bare headings ("Section:\n\nSection:"). Headings in a row ("## Pricing" then "### Free") all go with the section
+    that follows. A heading over verbatim text (an "Instructions:" label, a question) or that the caller protected
+    stays whatever happens.
+    """
+    n = len(block)
+    heading = (structure.kind == HEADING) & verbatim
+    if user is not None:
+        heading &= ~user
+    heads = np.zeros(n, dtype=bool)
+    heads_of: list = [None] * n_blocks
+    pending: list[int] = []  # heading words since the last word of a section
+    current: Optional[np.ndarray] = None  # the heading words over the section being read
+    for i in range(n):
+        if heading[i]:
+            if current is not None:  # a heading after a section's text opens a new section
+                pending, current = [], None
+            pending.append(i)
+        elif free[i]:
+            if current is None:
+                current = np.asarray(pending, dtype=np.int64) if pending else None
+                if current is not None:
+                    heads[current] = True
+            b = block[i]
+            if current is not None and heads_of[b] is None:
+                heads_of[b] = current
+        elif verbatim[i] and pending and current is None:
+            pending = []  # headings over verbatim text (instructions, the question) stay verbatim
+    return heads, heads_of
 
 
 #: a repeated sentence counts only with at least this many content words ("Yes.", "Thanks!" may recur and matter)
@@ -445,24 +503,34 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     keep = plan.verbatim.copy()
     room = budget - int(costs[plan.verbatim].sum())
     chosen = np.zeros(plan.n_blocks, dtype=bool)
+    no_heads = np.zeros(0, dtype=np.int64)
+
+    def heads(b: int) -> np.ndarray:  # the heading words this block brings in (its section's, if not kept yet)
+        h = plan.heads_of[b] if plan.heads_of is not None else None
+        return no_heads if h is None else h[~keep[h]]
+
     for pos, b in enumerate(order):
         in_b = plan.members_of[b]
-        if plan.short_cost[b] <= room:
+        h = heads(b)
+        h_cost = int(costs[h].sum())
+        if plan.short_cost[b] + h_cost <= room:
             keep[in_b] = plan.short[in_b]
             room -= plan.short_cost[b]
-        elif plan.deep_ok[b] and plan.deep_cost[b] <= room:
+        elif plan.deep_ok[b] and plan.deep_cost[b] + h_cost <= room:
             keep[in_b] = plan.deep[in_b]
             room -= plan.deep_cost[b]
         elif pos == 0 and not plan.is_demo[b]:
             # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
             # what matters most in it, rather than the room going to less relevant sentences that happen to be short
-            taken = _cut_to_fit(plan, in_b, room)
+            taken = _cut_to_fit(plan, in_b, room - h_cost)
             if not taken.size:
                 continue
             keep[taken] = True
             room -= int(costs[taken].sum())
         else:
             continue
+        keep[h] = True
+        room -= h_cost
         chosen[b] = True
 
     # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first
@@ -478,10 +546,34 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
             room -= c
     # listed blocks that did not fit before may fit in what is left
     for b in order:
-        if not chosen[b] and plan.short_cost[b] <= room:
+        h = heads(b)
+        h_cost = int(costs[h].sum())
+        if not chosen[b] and plan.short_cost[b] + h_cost <= room:
             chosen[b] = True
-            room -= plan.short_cost[b]
+            room -= plan.short_cost[b] + h_cost
             keep[plan.members_of[b]] = plan.short[plan.members_of[b]]
+            keep[h] = True
+    return keep
+
+
+def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
+    """``keep`` less about ``over`` tokens: filler first, wherever it is; then the words of the least valuable kept
+    block, weakest first, then the next block's (units whole; units and numbers last). The sentences that matter
+    most stay as realized; a sentence that must lose content words is the one that matters least."""
+    keep = keep.copy()
+    unit_of = plan.units.unit_of(len(keep))
+    cand = np.flatnonzero(keep & plan.free)
+    value = plan.value[plan.block[cand]]
+    dropped = 0
+    for i in cand[np.lexsort((-cand, plan.ranks[cand], value, plan.critical[cand], plan.content[cand]))]:
+        if dropped >= over:
+            break
+        if not keep[i]:
+            continue
+        group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+        group = group[keep[group]]
+        keep[group] = False
+        dropped += int(plan.costs[group].sum())
     return keep
 
 
@@ -688,5 +780,5 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
     return keep
 
 
-__all__ = ["FILLER", "Plan", "block_logits", "block_segments", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize",
+__all__ = ["FILLER", "Plan", "block_logits", "block_segments", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize", "trim_weakest",
            "select", "sentence_ids"]

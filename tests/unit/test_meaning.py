@@ -6,8 +6,8 @@ email threads, names, units, dates, German/French/Spanish), each with the units 
 at rate 0.5 (``must_keep``). An item counts as kept when its words survive in order; only the function words a
 reader does without (articles, "is/are", pronouns, "of/to/in/for/with") may be missing. Every case is checked
 for the invariants that hold whatever the budget (units whole, JSON and code intact, the prompt's questions and
-options kept); the share of all items kept is a floor measured on this suite (graph 574/697 = 0.82, extractive
-572/697 = 0.82 at the time of writing; plain word selection 191/697 = 0.27), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
+options kept); the share of all items kept is a floor measured on this suite (graph 583/697 = 0.84, extractive
+581/697 = 0.83 on 7 December 2026; plain word selection 191/697 = 0.27), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
 paraphrased question) are what the reader-measured benchmarks and the trained policy are for.
 """
 
@@ -250,7 +250,7 @@ def test_the_lead_prior_keeps_the_sentence_a_paragraph_opens_with():
     ])
     with_lead = Compressor(selection={"lead_bonus": 0.5}).compress(text, rate=0.33).text
     without = Compressor().compress(text, rate=0.33).text
-    assert "Hanna Reuter" in with_lead and "Kleinfeld" in with_lead, with_lead
+    assert "Hanna Reuter" in with_lead and "depot" in with_lead, with_lead
     assert "Hanna Reuter" not in without, without  # the counterfactual: the prior is what keeps it
 
 
@@ -401,3 +401,85 @@ def test_compress_shared_spends_one_budget_where_the_query_needs_it():
     assert c.compress_shared([], rate=0.5) == []
     with pytest.raises(TypeError, match="texts must be a list"):
         c.compress_shared("one text", rate=0.5)
+
+
+HANDBOOK = """# Kestrel Cloud handbook
+
+## Pricing
+### Starter
+The Starter plan includes 2 projects and 1 GB of storage for free.
+### Team
+Team costs $12 per user per month and includes 100 GB of storage.
+
+## Support
+Support answers within 24 hours on weekdays. Phone support is only available on the Enterprise plan.
+
+## Security
+All data is encrypted at rest with AES-256. Audit logs are kept for one year.
+"""
+
+
+def _orphan_headings(text: str) -> list[str]:
+    """Heading lines with no text under them before a heading of their level or above (or the end)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    level = [len(line) - len(line.lstrip("#")) for line in lines]
+    orphans = []
+    for k, line in enumerate(lines):
+        if not level[k]:
+            continue
+        under = []
+        for j in range(k + 1, len(lines)):
+            if level[j] and level[j] <= level[k]:
+                break
+            under.append(lines[j])
+        if not any(not u.startswith("#") for u in under):
+            orphans.append(line)
+    return orphans
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.4, 0.6, "auto"])
+def test_a_heading_goes_with_its_section(rate):
+    # A heading is kept when something of its section is and dropped with it: the output is never a column of bare
+    # headings, and the tokens they held go to text that answers.
+    r = Compressor().compress(HANDBOOK, rate=rate, query="How much does the Team plan cost per user?")
+    assert "$12 per user per month" in r.text and "### Team" in r.text, r.text
+    assert _orphan_headings(r.text) == [], r.text  # "## Pricing" stays only above the Team section it leads to
+    if rate != "auto":
+        assert r.budget_met, (r.text, r.compressed_tokens)
+
+
+def test_a_heading_over_verbatim_text_or_protected_by_the_caller_stays():
+    prompt = ("Instructions:\nAnswer in one word.\n\nNotes:\nThe depot at Kleinfeld was designed by Hanna Reuter. "
+              "The trams were painted green until 1956. Fares were a flat 10 pfennig until 1962.")
+    out = Compressor().compress(prompt, rate=0.3, query="Who designed the depot?").text
+    assert out.startswith("Instructions:\nAnswer in one word.") and "Hanna Reuter" in out, out
+    cut = Compressor().compress(HANDBOOK, rate=0.25, query="How much does the Team plan cost per user?").text
+    assert "## Security" not in cut, cut
+    kept = Compressor().compress(HANDBOOK, rate=0.25, query="How much does the Team plan cost per user?",
+                                 protect=["## Security"]).text
+    assert "## Security" in kept, kept
+
+
+def test_an_overshoot_is_taken_back_by_whole_sentences_not_scattered_words():
+    # Word costs need not add up to the text's token count (tokens merge and split at new boundaries): the
+    # selection then chooses its sentences again under a smaller budget instead of cutting words here and there.
+    from rlpc_core.config import SelectionConfig
+    from rlpc_core.selection import select
+    from rlpc_core.structure import analyze
+
+    text = ("Limits apply per workspace, not per key. The API returns HTTP 429 when a limit is exceeded. Keys can "
+            "be rotated from the dashboard. Old keys stay valid for 24 hours after rotation.")
+    words = split_words(text)
+    units = find_units(words.tokens, words.line_breaks)
+    st = analyze(words, query="Why do extra keys not raise the limit?")
+    costs = np.ones(len(words), dtype=np.int64)
+    scores = np.linspace(1.0, 0.0, len(words))
+    none = np.zeros(len(words), dtype=bool)
+    args = (words, costs, scores, none, none, st, units, 20)
+    kw = dict(query="Why do extra keys not raise the limit?", config=SelectionConfig())
+    plain, _ = select(*args, **kw)
+    overhead = 6  # what the real count adds on top of the word costs
+    refit, _ = select(*args, **kw, count=lambda keep: int(costs[keep].sum()) + overhead)
+    assert int(costs[refit].sum()) + overhead <= 20 < int(costs[plain].sum()) + overhead
+    kept = " ".join(w for w, k in zip(words.tokens, refit) if k)
+    assert "Limits apply per workspace, not per key." in kept, kept  # the best sentence whole
