@@ -82,7 +82,9 @@ def normalize(word: str) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def lemmatize(norm: str) -> str:
-    """A deliberately small suffix stripper: enough to link "apples"/"apple" and "bought"-free inflections."""
+    """A deliberately small suffix stripper: enough to link "apples"/"apple", "agreed"/"agree"/"agrees" and
+    "making"/"make" ("bought"-free inflections). A base form loses its final "e", so that it meets the stem of its
+    "-ed"/"-ing" forms ("agree", "agrees", "agreed" -> "agre"; "make", "making" -> "mak")."""
     if _HAS_DIGIT.search(norm):
         return norm.replace(",", "").lstrip("$€£")  # "$1,000" and "1000" are the same quantity
     if norm.endswith("'s") or norm.endswith("’s"):
@@ -91,13 +93,13 @@ def lemmatize(norm: str) -> str:
         return norm[:-3] + "y"
     if len(norm) > 4 and norm.endswith(("sses", "xes", "ches", "shes")):
         return norm[:-2]
-    if len(norm) > 3 and norm.endswith("s") and not norm.endswith(("ss", "us", "is")):
-        return norm[:-1]
     if len(norm) > 5 and norm.endswith("ing"):
         return norm[:-3]
     if len(norm) > 4 and norm.endswith("ed"):
         return norm[:-2]
-    return norm
+    if len(norm) > 3 and norm.endswith("s") and not norm.endswith(("ss", "us", "is")):
+        norm = norm[:-1]
+    return norm[:-1] if len(norm) > 3 and norm.endswith("e") else norm
 
 
 def is_number_word(norm: str) -> bool:

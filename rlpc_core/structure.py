@@ -197,6 +197,12 @@ _ADVERB_ORDERS = frozenset("only never always".split())
 _NOT_A_VERB = frozenset("""the a an this that these those his her its their our my your after before when if in on at by
     for with to from during since until once then one two three four five several few some many most much more less
     about around nearly recently now later again once yet""".split())
+#: Words that may open an order before its verb ("Now write ...", "Finally, list ...").
+_DISCOURSE = frozenset("now then next finally also so and ok okay lastly first second third".split())
+#: Verbs of an order whose object is the prompt's own text: a prompt that ends with one asks for that, and a question
+#: inside the text before it (a meeting's "Anything else?", an earlier turn of a chat) is part of the material.
+_TASK_VERBS = frozenset("""summarise summarize write draft translate rewrite list classify extract review proofread
+    compose plan create generate convert outline turn make""".split())
 #: What opens a condition before an order: "If the user is locked out, give ...", "When asked, reply ...".
 _CONDITION = re.compile(r"^\W*(?:if|when|whenever|unless|once|before|after|while|where|wherever|otherwise|in case|"
                         r"as soon as|for (?:each|every|any|all)|should|wenn|falls|sobald|si|quand|lorsque|cuando)\b",
@@ -210,6 +216,8 @@ def _opens_with_imperative(clause: str) -> bool:
     if text[:1] in "\"“'‘«„":
         return False  # a quoted title ("Put Your Hand in the Hand" is a song) or speech, not an order to the model
     words = text.split()
+    if len(words) > 2 and re.sub(r"[^\w]", "", words[0]).lower() in _DISCOURSE:
+        words = words[1:]  # "Now write me a shopping list", "Finally, list the risks"
     if not words:
         return False
     first = re.sub(r"[^\w']", "", words[0]).lower()
@@ -436,14 +444,21 @@ _SIGN_OFF = re.compile(r"^[ \t]*(?:(?:kind|best|warm|many thanks and)? ?regards|
 _DISCLAIMER = re.compile(r"^[^\n]*(?:confidential|intended (?:solely|only) for|unsubscribe|do not reply to this|"
                          r"sent from my|this (?:e-?mail|message) (?:and any|may contain)|registered in|"
                          r"privacy (?:notice|policy))[^\n]*$", re.IGNORECASE | re.MULTILINE)
+#: A message's routing lines (From, To, Cc, Date ...): metadata a reader rarely needs; "Subject:" says what it is about.
+_MAIL_HEADER = re.compile(r"^[ \t]*(?:from|to|cc|bcc|sent|date|reply-to|von|an|gesendet|de|à|envoyé|para|enviado)"
+                          r"[ \t]*:[^\n]*$", re.IGNORECASE | re.MULTILINE)
 _QUOTED = re.compile(r"^[ \t]*>[^\n]*$|^[ \t]*On [^\n]{4,120}wrote:[ \t]*$|^-{2,}[ \t]*(?:original message|forwarded)[^\n]*$",
                      re.IGNORECASE | re.MULTILINE)
 
 
 def boilerplate_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """``(boilerplate, quoted)`` character spans: greetings, sign-offs with the signature lines after them (up to a
-    blank line), disclaimers; quoted history. Worth less to a reader than the message itself."""
+    blank line), disclaimers, a message's routing headers when it has at least two (From, To, Date: a single
+    "Date:" line may be a fact); quoted history. Worth less to a reader than the message itself."""
     boiler = [(m.start(), m.end()) for m in _GREETING.finditer(text)]
+    headers = [(m.start(), m.end()) for m in _MAIL_HEADER.finditer(text)]
+    if len(headers) >= 2:
+        boiler += headers
     boiler += [(m.start(), m.end()) for m in _DISCLAIMER.finditer(text)]
     for m in _SIGN_OFF.finditer(text):
         end = text.find("\n\n", m.end())
@@ -503,6 +518,19 @@ def _context_regions(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _asks_a_task(sentence: str) -> bool:
+    """An order to do something with the text (summarise, write, translate, list ...), not a question's format."""
+    body = sentence.strip().lstrip("-*•>#0123456789.) ")
+    role = _ROLE.match(body)
+    if role:
+        body = body[role.end():]
+    words = [re.sub(r"[^\w']", "", w).lower() for w in body.split()[:3]]
+    while words and words[0] in _DISCOURSE | {"please"}:
+        words = words[1:]
+    return bool(words) and words[0] in _TASK_VERBS and not sentence.rstrip().endswith("?") and \
+        _opens_with_imperative(body)
+
+
 def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tuple[int, int]]:
     """The span of the prompt's last question: after the last ``Question:`` label, else the last "?" sentence
     in the final paragraph (questions inside retrieved context are not the one being asked)."""
@@ -517,6 +545,9 @@ def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tu
     if not paragraphs:
         return None
     lo, hi = paragraphs[-1]
+    last = _sentence_spans(text, lo, hi)
+    if last and _asks_a_task(text[last[-1][0] : last[-1][1]]):
+        return None  # "Summarise this meeting ...", "Now write me a shopping list ...": the closing order is the ask
     if "?" not in text[lo:hi] and len(paragraphs) > 1 and len(text[lo:hi].split()) <= 25:
         lo = paragraphs[-2][0]  # a closing instruction ("Answer with a number only.") after the question
     sentences = _sentence_spans(text, lo, hi)

@@ -113,6 +113,35 @@ def test_a_passage_that_only_looks_like_orders_is_context():
     assert all(k[w] == "instruction" for w in ("answer", "guess.", "Python", "say", "English", "unknown.", "French."))
 
 
+def test_a_closing_task_is_the_ask_not_a_question_inside_the_material():
+    # a meeting's "Anything else?" and an earlier chat turn's question are material; the closing order is the ask
+    meeting = ("[00:02] Ana: Completion is 62 percent. [00:40] Ben: Is that the widget? [01:10] Ana: Partly. "
+               "Anything else? No? Thanks all.\nSummarise this meeting in three bullet points.")
+    k = kinds(meeting)
+    assert k["Summarise"] == "instruction" and "question" not in k.values(), k
+    chat = ("User: Can you plan meals for next week? I cook for two.\nAssistant: Sure. Any allergies?\nUser: None. "
+            "Is it normal for a rice cooker to smell of plastic?\nAssistant: Yes, run it once with water.\n"
+            "User: Thanks. Now write me one shopping list for the whole week.")
+    k = kinds(chat)
+    assert k["shopping"] == "instruction" and k["rice"] == "context", k
+    # a question followed by a format order is still the question asked
+    assert kinds("The pier opened in 1871.\n\nWhen did the pier open? Answer with a year only.")["1871."] == "context"
+    assert kinds("The pier opened in 1871.\n\nWhen did the pier open? Answer with a year only.")["open?"] == "question"
+
+
+def test_a_messages_routing_headers_count_for_less():
+    mail = ("From: Ana Silva <ana@example.com>\nTo: Ben Okafor <ben@example.com>\nDate: Tue, 11 June 2024\n"
+            "Subject: Licences\n\nWe agree to 3 more licences from 1 July.")
+    words = split_words(mail)
+    st = analyze(words)
+    prior = dict(zip(words.tokens, st.prior))
+    assert prior["<ana@example.com>"] < 0 and prior["<ben@example.com>"] < 0 and prior["Licences"] == 0
+    assert prior["agree"] == 0
+    # one "Date:" line alone is a fact, not routing
+    one = split_words("Date: 11 June 2024\nThe meeting moved to room 4.")
+    assert not (analyze(one).prior < 0).any()
+
+
 def test_headings_list_markers_code_json_and_boilerplate():
     text = ("## Returns\n- Items can be returned within 30 days.\n- Opened cosmetics cannot be returned.\n\n"
             "```python\nprint('hi')\n```\n\nPayload: {\"id\": 7, \"tags\": [\"a\"]}\n\nKind regards,\nMaria Lopez\n"
