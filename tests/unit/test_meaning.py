@@ -32,7 +32,7 @@ DROPPABLE = frozenset("""a an the is are was were be been being am it its this t
     for with from as and so very just also which who what do does did has have had i me my we our us you your he
     him his she her they them their""".split())
 _EDGE = re.compile(r"^[^\w$€£%]+|[^\w%]+$")
-FLOOR = {"graph": 0.78, "extractive": 0.78}
+FLOOR = {"graph": 0.82, "extractive": 0.82}
 
 
 def item_kept(item: str, output: str) -> bool:
