@@ -56,7 +56,7 @@ def filler_mask(words: Words) -> np.ndarray:
 
 
 def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? or a line break, a paragraph at a
+    """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? ; or a line break, a paragraph at a
     blank line; never inside a meaning unit ("bis zum 30. April" is one), before a word in lower case (a sentence
     does not open with one: "at 5 p.m. on Friday"), nor after an abbreviation followed by a capital ("the U.S.
     Navy", "J. K. Rowling", "Dr. Mehta")."""
@@ -75,8 +75,8 @@ def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarra
         if not inside[i]:
             if "\n" in gap:
                 s += 1
-            elif ends_sentence(prev, text[starts[i] : ends[i]]):
-                s += 1
+            elif ends_sentence(prev, text[starts[i] : ends[i]]) or prev.endswith(";"):
+                s += 1  # a clause after a semicolon is a block of its own: a rule in a list of rules can be kept
         if gap.count("\n") >= 2:
             p += 1
         sent[i], para[i] = s, p
