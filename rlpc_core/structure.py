@@ -83,7 +83,7 @@ _FORMAT_CUES = re.compile(
     # an order to answer in some form opens its clause ("Reply with the letter", "If unsure, answer in one word",
     # "You must respond in French"); "the show would return with", "Atlanta would answer in the second quarter" are
     # narrative
-    r"(?:^[\s\-*•>#\d.)]*|[,;:]\s*|\b(?:please|always|only|must|should|then)\s+)"
+    r"(?:^[\s\-*•>#\d.)]*|[,;:]\s*|\b(?:please|always|only|must|should|then|you to|need to)\s+)"
     r"(?:answer|reply|respond|return|output)s? (?:with|in|only|as)\b(?! \d)|(?:answer|reply|respond) (?:briefly|concisely)|"
     r"valid json|in json|json (?:object|format)|in one word|one word only|letter only|the letter of|"
     r"(?:in|as|use) (?:at most )?(?:\d+|one|two|three|four|five) (?:bullet|bullets|bullet points|sentences|words)|"
@@ -202,7 +202,11 @@ _DISCOURSE = frozenset("now then next finally also so and ok okay lastly first s
 #: Verbs of an order whose object is the prompt's own text: a prompt that ends with one asks for that, and a question
 #: inside the text before it (a meeting's "Anything else?", an earlier turn of a chat) is part of the material.
 _TASK_VERBS = frozenset("""summarise summarize write draft translate rewrite list classify extract review proofread
-    compose plan create generate convert outline turn make""".split())
+    compose create generate convert outline""".split())
+#: ... unless it is about the answer's form ("Write only the number.", "Write your answer in one word."): then the
+#: question before it is still the one asked.
+_ABOUT_THE_ANSWER = re.compile(r"\b(?:answer|reply|response|only|number|letter|word|words|digits?|result|yes|no)\b",
+                               re.IGNORECASE)
 #: What opens a condition before an order: "If the user is locked out, give ...", "When asked, reply ...".
 _CONDITION = re.compile(r"^\W*(?:if|when|whenever|unless|once|before|after|while|where|wherever|otherwise|in case|"
                         r"as soon as|for (?:each|every|any|all)|should|wenn|falls|sobald|si|quand|lorsque|cuando)\b",
@@ -528,7 +532,7 @@ def _asks_a_task(sentence: str) -> bool:
     while words and words[0] in _DISCOURSE | {"please"}:
         words = words[1:]
     return bool(words) and words[0] in _TASK_VERBS and not sentence.rstrip().endswith("?") and \
-        _opens_with_imperative(body)
+        not _ABOUT_THE_ANSWER.search(" ".join(body.split()[:6])) and _opens_with_imperative(body)
 
 
 def _last_question(text: str, words: Words, assigned: np.ndarray) -> Optional[tuple[int, int]]:

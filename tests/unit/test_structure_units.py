@@ -127,6 +127,10 @@ def test_a_closing_task_is_the_ask_not_a_question_inside_the_material():
     # a question followed by a format order is still the question asked
     assert kinds("The pier opened in 1871.\n\nWhen did the pier open? Answer with a year only.")["1871."] == "context"
     assert kinds("The pier opened in 1871.\n\nWhen did the pier open? Answer with a year only.")["open?"] == "question"
+    # ... and so it is before a closing order about the answer's form
+    k = kinds("Tom has 3 apples and buys 4 more. How many apples does he have now? Write only the number.")
+    assert k["now?"] == "question", k
+    assert kinds("I want you to answer with yes or no. Is the pier older than the station?")["want"] == "instruction"
 
 
 def test_a_messages_routing_headers_count_for_less():
