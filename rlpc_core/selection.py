@@ -55,6 +55,24 @@ def filler_mask(words: Words) -> np.ndarray:
     return np.fromiter((normalize(w) in FILLER or not normalize(w) for w in words.tokens), dtype=bool, count=len(words))
 
 
+def table_keys(words: Words) -> np.ndarray:
+    """The words of each table row's first cell ("| NimbusHost | 8 | 32 GB |", "Orbita | 16 GB | ..."): a row kept
+    without its key ("8 32 GB 1 TB SSD €214") no longer says what it is about."""
+    keys = np.zeros(len(words), dtype=bool)
+    text = words.text
+    pos = 0
+    for line in text.split("\n"):
+        body = line.strip()
+        if body.count("|") >= 2 and not set(body) <= set("|-: "):
+            lead = len(line) - len(line.lstrip())
+            start = pos + lead + (1 if body.startswith("|") else 0)
+            end = text.find("|", start)
+            if end > start:
+                keys |= (words.starts >= start) & (words.ends <= end)
+        pos += len(line) + 1
+    return keys
+
+
 def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(sentence, paragraph)`` index of every word: a sentence ends at . ! ? ; or a line break, a paragraph at a
     blank line; never inside a meaning unit ("bis zum 30. April" is one), before a word in lower case (a sentence
@@ -303,7 +321,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     unit_of = units.unit_of(n)
     filler = np.fromiter((x in FILLER or not x for x in norm), dtype=bool, count=n)
     filler &= ~in_unit
-    critical = (in_unit | numbers | (structure.kind == MARKER)) & ~verbatim
+    critical = (in_unit | numbers | (structure.kind == MARKER) | table_keys(words)) & ~verbatim
 
     # blocks: one per demonstration, one per sentence of the rest (never verbatim words)
     block = np.full(n, -1, dtype=np.int64)
@@ -417,14 +435,14 @@ def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray,
                    user: Optional[np.ndarray]) -> tuple[np.ndarray, list]:
     """``(heading words that go with their section, per block the heading words over it)``.
 
-    A heading ("## Refunds", a "Section: Webhooks" label, "Context:") over compressible text is kept when something
-    of its section is, and dropped with it: a prompt whose sections were all cut must not come out as a column of
-    bare headings ("Section:\n\nSection:"). Headings in a row ("## Pricing" then "### Free") all go with the section
+    A heading ("## Refunds", a "Section: Webhooks" label, "Context:") or a chat role's label ("Assistant:") over
+    compressible text is kept when something of its section (its turn) is, and dropped with it: a prompt whose
+    sections were all cut must not come out as a column of bare headings ("Section:\n\nSection:", "User:\nAssistant:"). Headings in a row ("## Pricing" then "### Free") all go with the section
     that follows. A heading over verbatim text (an "Instructions:" label, a question) or that the caller protected
     stays whatever happens.
     """
     n = len(block)
-    heading = (structure.kind == HEADING) & verbatim
+    heading = ((structure.kind == HEADING) | (structure.kind == ROLE)) & verbatim
     if user is not None:
         heading &= ~user
     heads = np.zeros(n, dtype=bool)
@@ -780,5 +798,5 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
     return keep
 
 
-__all__ = ["FILLER", "Plan", "block_logits", "block_segments", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize", "trim_weakest",
+__all__ = ["FILLER", "Plan", "block_logits", "block_segments", "filler_mask", "fit_exact", "percentile_ranks", "plan_blocks", "question_weights", "realize", "table_keys", "trim_weakest",
            "select", "sentence_ids"]

@@ -197,6 +197,7 @@ _ADVERB_ORDERS = frozenset("only never always".split())
 _NOT_A_VERB = frozenset("""the a an this that these those his her its their our my your after before when if in on at by
     for with to from during since until once then one two three four five several few some many most much more less
     about around nearly recently now later again once yet""".split())
+_PRONOUNS = frozenset("i you we they he she it your our their".split())
 #: Words that may open an order before its verb ("Now write ...", "Finally, list ...").
 _DISCOURSE = frozenset("now then next finally also so and ok okay lastly first second third".split())
 #: Verbs of an order whose object is the prompt's own text: a prompt that ends with one asks for that, and a question
@@ -232,8 +233,8 @@ def _opens_with_imperative(clause: str) -> bool:
     if first not in _IMPERATIVE:
         return False
     capitalised = raw_second[:1].isupper() and not raw_second.isupper()
-    if first == "do" and second not in ("not", "n't") and capitalised:
-        return False  # "Do NOT share ..." gives an order; "Do You Love Me?" is a title
+    if first == "do" and second not in ("not", "n't") and (capitalised or second in _PRONOUNS):
+        return False  # "Do NOT share ..." gives an order; "Do You Love Me?" is a title, "Do you have ...?" asks
     if first in _ADVERB_ORDERS and (second in _NOT_A_VERB or capitalised or second[:1].isdigit()):
         return False  # "Only several hundred are ...", "Only Mexico and Brazil have ...": not an order
     third = re.sub(r"[^\w']", "", words[2]).lower() if len(words) > 2 else ""

@@ -501,3 +501,34 @@ def test_a_clause_after_a_semicolon_is_kept_or_dropped_on_its_own():
     from rlpc_core.selection import sentence_ids
     words = split_words("Rule one applies; rule two does not. Rule three.")
     assert sentence_ids(words)[0].tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2]
+
+
+CHAT = """User: Can you help me plan meals for next week? I'm vegetarian and I cook for two.
+Assistant: Of course! Do you have any allergies, and how much time do you have on weeknights?
+User: No allergies. My partner hates mushrooms. Weeknights I have about 30 minutes.
+Assistant: Got it. Monday chickpea curry, Tuesday halloumi wraps, Wednesday pasta with peppers, Thursday bean tacos.
+User: By the way, is it normal for a new rice cooker to smell a bit like plastic the first time?
+Assistant: Yes, that is common. Run it once with water and a little lemon juice.
+User: Thanks. Now write me one shopping list for the four dinners, grouped by supermarket section."""
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.5])
+def test_a_chat_turn_cut_whole_takes_its_role_label_with_it(rate):
+    r = Compressor().compress(CHAT, rate=rate)
+    bare = [line for line in r.text.splitlines() if line.strip().rstrip(":") in ("User", "Assistant")]
+    assert bare == [], r.text
+    assert "Now write me one shopping list for the four dinners, grouped by supermarket section." in r.text, r.text
+    assert r.budget_met, r.text
+
+
+@pytest.mark.parametrize("rate", [0.35, 0.5])
+def test_a_kept_table_row_keeps_its_first_cell(rate):
+    table = ("Quarterly hosting quotes (per month, excluding VAT)\n"
+             "| Provider | vCPU | RAM | Storage | Price | Data centre |\n|---|---|---|---|---|---|\n"
+             "| NimbusHost | 8 | 32 GB | 500 GB SSD | €189 | Frankfurt |\n| BlueCrate | 8 | 32 GB | 1 TB SSD | €214 | Dublin |\n"
+             "| Kettle Cloud | 8 | 16 GB | 500 GB SSD | €119 | Warsaw |\n| Orbita | 8 | 32 GB | 750 GB NVMe | €176 | Lyon |\n\n"
+             "Which provider with at least 32 GB of RAM is cheapest per month?")
+    out = Compressor().compress(table, rate=rate).text
+    for key, price in (("NimbusHost", "€189"), ("BlueCrate", "€214"), ("Kettle Cloud", "€119"), ("Orbita", "€176")):
+        assert (price in out) <= (key in out), out  # a price only with the provider it belongs to
+    assert "€176" in out and "Orbita" in out, out
