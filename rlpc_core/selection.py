@@ -575,23 +575,48 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
 
 
 def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
-    """``keep`` less about ``over`` tokens: filler first, wherever it is; then the words of the least valuable kept
-    block, weakest first, then the next block's (units whole; units and numbers last). The sentences that matter
-    most stay as realized; a sentence that must lose content words is the one that matters least."""
+    """``keep`` less about ``over`` tokens: filler first, wherever it is; then from the least valuable kept block,
+    then the next: the whole block when the cut would take half of what it kept (a fragment such as "within 10
+    seconds." tells a reader nothing), else its weakest words (units whole; units and numbers last). A heading whose
+    section is left empty goes too. The sentences that matter most stay as realized."""
     keep = keep.copy()
     unit_of = plan.units.unit_of(len(keep))
-    cand = np.flatnonzero(keep & plan.free)
-    value = plan.value[plan.block[cand]]
+    costs = plan.costs
     dropped = 0
-    for i in cand[np.lexsort((-cand, plan.ranks[cand], value, plan.critical[cand], plan.content[cand]))]:
+
+    def drop(idx: np.ndarray) -> None:
+        nonlocal dropped
+        for i in idx:
+            if dropped >= over:
+                return
+            if not keep[i]:
+                continue
+            group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+            group = group[keep[group]]
+            keep[group] = False
+            dropped += int(costs[group].sum())
+
+    cand = np.flatnonzero(keep & plan.free & ~plan.content & ~plan.critical)
+    drop(cand[np.lexsort((-cand, plan.ranks[cand]))])
+    kept_blocks = np.unique(plan.block[keep & plan.free])
+    for b in kept_blocks[np.lexsort((-kept_blocks, plan.value[kept_blocks]))]:
         if dropped >= over:
             break
-        if not keep[i]:
-            continue
-        group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
-        group = group[keep[group]]
-        keep[group] = False
-        dropped += int(plan.costs[group].sum())
+        members = plan.members_of[b]
+        held = members[keep[members]]
+        if 2 * (over - dropped) >= int(costs[held].sum()):
+            keep[held] = False
+            dropped += int(costs[held].sum())
+        else:
+            drop(held[np.lexsort((-held, plan.ranks[held], plan.critical[held]))])
+    if plan.heads_of is not None:  # a heading left over an empty section goes with it
+        alive: dict[int, bool] = {}
+        for b, h in enumerate(plan.heads_of):
+            if h is not None:
+                alive[id(h)] = alive.get(id(h), False) or bool(keep[plan.members_of[b]].any())
+        for b, h in enumerate(plan.heads_of):
+            if h is not None and not alive[id(h)]:
+                keep[h] = False
     return keep
 
 

@@ -55,6 +55,11 @@ _RULE_LABELS = re.compile(r"^(?:rules|instructions?|guidelines|constraints|requi
 _SPECIAL_ROLE = re.compile(r"<\|(?:system|user|assistant|im_start|im_end|end)\|>|<\|im_start\|>\w+")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+\S[^\n]*$", re.MULTILINE)
 # "Context:", "Documents:", "Options:" alone on a line, or a short label opening a line ("Question: ...")
+#: A section label with its short title on one line ("Section: Rate limits", "Step 3: Install"): the title is the
+#: heading's name, not a sentence of the section.
+_SECTION_TITLE = re.compile(r"^[ \t]*(?:section|chapter|part|topic|article|clause|step|phase|stage|module|lesson|"
+                            r"appendix|abschnitt|kapitel|chapitre|sección|capítulo)[ \t]*[\w.]*[ \t]*:[ \t]*"
+                            r"[^\n.!?]{1,60}$", re.IGNORECASE | re.MULTILINE)
 _LABEL_LINE = re.compile(r"^[ \t]*[A-Z][\w /()'-]{0,40}:[ \t]*$", re.MULTILINE)
 _LINE_LABEL = re.compile(r"^[ \t]*(?P<label>(?:[A-Z][a-z]+[ \t]?){1,3}(?:\d+)?:)(?=[ \t]+\S)", re.MULTILINE)
 _LIST_MARKER = re.compile(r"^[ \t]*(?P<m>[-*•‣▪]|\d{1,3}[.)]|[ivx]{1,4}[.)])[ \t]+(?=\S)", re.MULTILINE)
@@ -425,8 +430,10 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
                     kind[mask] = INSTRUCTION
                     assigned |= mask
 
-    # 9. labels opening a line stay with whatever they open; list markers go with their item
+    # 9. labels opening a line stay with whatever they open ("Section: Rate limits" is a heading, title and all);
+    # list markers go with their item
     label(line_labels, HEADING)
+    label([(m.start(), m.end()) for m in _SECTION_TITLE.finditer(text)], HEADING)
     for m in _LIST_MARKER.finditer(text):
         i = _word_at(words, m.start("m"))
         if i is not None and kind[i] == CONTEXT and i + 1 < n:
