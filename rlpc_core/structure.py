@@ -48,6 +48,9 @@ _ROLE = re.compile(r"^[ \t]*(?:#{1,4}[ \t]*)?(?P<role>system|user|assistant|huma
                    r"instruction|instructions|response|système|sistema|utilisateur|usuario|benutzer|nutzer|"
                    r"assistent|assistente|asistente)[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _SYSTEM_ROLES = ("system", "instruction", "instructions", "système", "sistema")
+#: Turns of the side that answers (the model's earlier replies, a support agent's): "You can add chilli flakes at the
+#: table" there speaks to the user, it gives the model no order.
+_REPLYING_ROLES = ("assistant", "ai", "bot", "model", "agent", "assistent", "assistente", "asistente")
 # Labels whose section is made of instructions ("Rules:", "Instructions:"), not of context.
 _RULE_LABELS = re.compile(r"^(?:rules|instructions?|guidelines|constraints|requirements|task|your task|policy for "
                           r"answers|how to answer|règles|consignes|regeln|anweisungen|reglas|instrucciones)\b",
@@ -328,10 +331,12 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
 
     # 3. roles and the system turn
     lines = _lines(text)
-    role_spans, system_spans = [], []
+    role_spans, system_spans, replies = [], [], []
     role_hits = list(_ROLE.finditer(text))
     for j, m in enumerate(role_hits):
         role_spans.append((m.start("role"), m.end()))
+        if m.group("role").lower() in _REPLYING_ROLES:  # what the other side said earlier gives no order to the model
+            replies.append((m.end(), role_hits[j + 1].start() if j + 1 < len(role_hits) else len(text)))
         if m.group("role").lower() in _SYSTEM_ROLES:
             # the system turn: up to the next role, blank line or label line ("Context:" opens the context)
             end = role_hits[j + 1].start() if j + 1 < len(role_hits) else len(text)
@@ -422,7 +427,7 @@ def analyze(words: Words, *, query: Optional[str] = None, typed: Sequence[tuple[
     for p, (lo, hi) in enumerate(paragraphs):
         for a, b in _sentence_spans(text, lo, hi):
             sentence = text[a:b]
-            inside_context = any(ca <= a < cb for ca, cb in context_after_label)
+            inside_context = any(ca <= a < cb for ca, cb in context_after_label + replies)
             edge = p in edges and not inside_context
             if (edge and _is_instruction(sentence)) or _FORMAT_CUES.search(sentence):
                 mask = words_in_spans(words, [(a, b)]) & ~assigned

@@ -133,6 +133,13 @@ def test_a_closing_task_is_the_ask_not_a_question_inside_the_material():
     assert kinds("I want you to answer with yes or no. Is the pier older than the station?")["want"] == "instruction"
 
 
+def test_what_the_answering_side_said_gives_the_model_no_order():
+    chat = ("User: Is the curry spicy?\nAssistant: It is mild. You can add chilli flakes at the table.\n"
+            "User: Thanks. Always reply in French from now on.")
+    k = kinds(chat)
+    assert k["chilli"] == "context" and k["French"] == "instruction", k
+
+
 def test_a_messages_routing_headers_count_for_less():
     mail = ("From: Ana Silva <ana@example.com>\nTo: Ben Okafor <ben@example.com>\nDate: Tue, 11 June 2024\n"
             "Subject: Licences\n\nWe agree to 3 more licences from 1 July.")
