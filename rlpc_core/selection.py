@@ -248,9 +248,9 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     if budget is None:  # the dynamic rate: relevant blocks whole
         chosen = (plan.value >= config.auto_threshold * plan.value.max()) & ~plan.repeats
         keep = plan.verbatim | (plan.free & chosen[np.maximum(plan.block, 0)])
-        for b in np.flatnonzero(chosen):
-            if plan.heads_of[b] is not None:
-                keep[plan.heads_of[b]] = True
+        for sec in np.unique(plan.section[chosen]):
+            if sec >= 0:
+                keep[plan.section_heads[sec]] = True
     else:
         keep = realize(plan, plan.by_value, budget)
         for _ in range(REFIT_ROUNDS if count is not None else 0):
@@ -295,7 +295,8 @@ class Plan:
     logit_weight: float
     repeats: np.ndarray  # per block: it repeats an earlier sentence word for word (ranked last; auto drops it)
     guided: Optional[np.ndarray] = None  # words where a guide's answer occurs (rlpc_core.guide): kept first in a cut
-    heads_of: Optional[list] = None  # per block: the heading words over its section (kept with its first kept block)
+    section: Optional[np.ndarray] = None  # per block: its section under a heading (-1: none)
+    section_heads: Optional[list] = None  # per section: its heading words (kept with the section's first kept block)
 
     @property
     def n_blocks(self) -> int:
@@ -425,15 +426,15 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
                            np.where(deep_ok, config.dense_word_drop, 0.0), n_blocks)
     crit_cost = np.bincount(block[free & critical], weights=costs[free & critical], minlength=n_blocks).astype(np.int64)
     near = _near_question(lemmas, q, sent, content, NEAR_WINDOW) & free if q else np.zeros(n, dtype=bool)
-    heads, heads_of = _section_heads(structure, verbatim, free, block, n_blocks, user)
+    heads, section, section_heads = _section_heads(structure, verbatim, free, block, n_blocks, user)
     return Plan(costs, verbatim & ~heads, free, block, _members(block, n_blocks), is_demo, value, short, short_cost,
                 deep, deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight), repeats, guided, heads_of)
+                float(config.policy_logit_weight), repeats, guided, section, section_heads)
 
 
 def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray, block: np.ndarray, n_blocks: int,
-                   user: Optional[np.ndarray]) -> tuple[np.ndarray, list]:
-    """``(heading words that go with their section, per block the heading words over it)``.
+                   user: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(heading words that go with their section, each block's section or -1, each section's heading words)``.
 
     A heading ("## Refunds", a "Section: Webhooks" label, "Context:") or a chat role's label ("Assistant:") over
     compressible text is kept when something of its section (its turn) is, and dropped with it: a prompt whose
@@ -446,25 +447,25 @@ def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray,
     if user is not None:
         heading &= ~user
     heads = np.zeros(n, dtype=bool)
-    heads_of: list = [None] * n_blocks
+    section = np.full(n_blocks, -1, dtype=np.int64)
+    section_heads: list[np.ndarray] = []
     pending: list[int] = []  # heading words since the last word of a section
-    current: Optional[np.ndarray] = None  # the heading words over the section being read
+    reading = False  # inside a section's text (a heading after it opens a new section)
     for i in range(n):
         if heading[i]:
-            if current is not None:  # a heading after a section's text opens a new section
-                pending, current = [], None
+            if reading:
+                pending, reading = [], False
             pending.append(i)
         elif free[i]:
-            if current is None:
-                current = np.asarray(pending, dtype=np.int64) if pending else None
-                if current is not None:
-                    heads[current] = True
-            b = block[i]
-            if current is not None and heads_of[b] is None:
-                heads_of[b] = current
-        elif verbatim[i] and pending and current is None:
+            if not reading and pending:
+                section_heads.append(np.asarray(pending, dtype=np.int64))
+                heads[pending] = True
+            reading = reading or bool(pending)
+            if reading and section[block[i]] < 0:
+                section[block[i]] = len(section_heads) - 1
+        elif verbatim[i] and pending and not reading:
             pending = []  # headings over verbatim text (instructions, the question) stay verbatim
-    return heads, heads_of
+    return heads, section, section_heads
 
 
 #: a repeated sentence counts only with at least this many content words ("Yes.", "Thanks!" may recur and matter)
@@ -524,8 +525,10 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     no_heads = np.zeros(0, dtype=np.int64)
 
     def heads(b: int) -> np.ndarray:  # the heading words this block brings in (its section's, if not kept yet)
-        h = plan.heads_of[b] if plan.heads_of is not None else None
-        return no_heads if h is None else h[~keep[h]]
+        if plan.section is None or plan.section[b] < 0:
+            return no_heads
+        h = plan.section_heads[plan.section[b]]
+        return h[~keep[h]]
 
     for pos, b in enumerate(order):
         in_b = plan.members_of[b]
@@ -557,7 +560,7 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     for i in back[np.lexsort((back, -plan.ranks[back], ~plan.typed[back]))]:
         if keep[i]:
             continue
-        group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+        group = plan.units.group(i, unit_of)
         c = int(costs[group[~keep[group]]].sum())
         if c <= room:
             keep[group] = True
@@ -591,7 +594,7 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
                 return
             if not keep[i]:
                 continue
-            group = np.arange(*plan.units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+            group = plan.units.group(i, unit_of)
             group = group[keep[group]]
             keep[group] = False
             dropped += int(costs[group].sum())
@@ -609,13 +612,10 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             dropped += int(costs[held].sum())
         else:
             drop(held[np.lexsort((-held, plan.ranks[held], plan.critical[held]))])
-    if plan.heads_of is not None:  # a heading left over an empty section goes with it
-        alive: dict[int, bool] = {}
-        for b, h in enumerate(plan.heads_of):
-            if h is not None:
-                alive[id(h)] = alive.get(id(h), False) or bool(keep[plan.members_of[b]].any())
-        for b, h in enumerate(plan.heads_of):
-            if h is not None and not alive[id(h)]:
+    if plan.section is not None:  # a heading left over an empty section goes with it
+        live = set(plan.section[np.unique(plan.block[keep & plan.free])].tolist())
+        for sec, h in enumerate(plan.section_heads):
+            if sec not in live:
                 keep[h] = False
     return keep
 
@@ -815,7 +815,7 @@ def fit_exact(keep: np.ndarray, droppable: np.ndarray, ranks: np.ndarray, units:
             break
         if not keep[i]:
             continue
-        group = np.arange(*units.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+        group = units.group(i, unit_of)
         if not droppable[group].all():
             continue
         keep[group] = False

@@ -542,7 +542,7 @@ def _asks_a_task(sentence: str) -> bool:
     if role:
         body = body[role.end():]
     words = [re.sub(r"[^\w']", "", w).lower() for w in body.split()[:3]]
-    while words and words[0] in _DISCOURSE | {"please"}:
+    while words and (words[0] in _DISCOURSE or words[0] == "please"):
         words = words[1:]
     return bool(words) and words[0] in _TASK_VERBS and not sentence.rstrip().endswith("?") and \
         not _ABOUT_THE_ANSWER.search(" ".join(body.split()[:6])) and _opens_with_imperative(body)

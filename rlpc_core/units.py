@@ -112,6 +112,10 @@ class Units:
             out[lo:hi] = k
         return out
 
+    def group(self, i: int, unit_of: np.ndarray) -> np.ndarray:
+        """The words kept or dropped together with word ``i``: its whole unit, or itself (``unit_of``: :meth:`unit_of`)."""
+        return np.arange(*self.spans[unit_of[i]]) if unit_of[i] >= 0 else np.asarray([i])
+
     def texts(self, words: Sequence[str]) -> list[str]:
         return [" ".join(words[lo:hi]) for lo, hi in self.spans]
 
