@@ -199,6 +199,8 @@ def _typed(kind: str, words: Words, norm: list[str], numbers: np.ndarray, units:
         for (lo, hi), k in zip(units.spans, units.kinds):
             if "name" in k:
                 hit[lo:hi] = True
+            elif "date" in k:  # a month is capitalised but names no one ("who ..." is not "on December 8, 1991")
+                hit[lo:hi] = False
     return hit & np.fromiter((x not in asked for x in norm), dtype=bool, count=n)
 
 
@@ -580,7 +582,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
 def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
     """``keep`` less about ``over`` tokens: filler first, wherever it is; then from the least valuable kept block,
     then the next: the whole block when the cut would take half of what it kept (a fragment such as "within 10
-    seconds." tells a reader nothing), else its weakest words (units whole; units and numbers last). A heading whose
+    seconds." tells a reader nothing), else its weakest words (units whole; the guide's answer, words of the kind asked
+    for, units and numbers last). A heading whose
     section is left empty goes too. The sentences that matter most stay as realized."""
     keep = keep.copy()
     unit_of = plan.units.unit_of(len(keep))
@@ -599,6 +602,7 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             keep[group] = False
             dropped += int(costs[group].sum())
 
+    guided = plan.guided if plan.guided is not None else np.zeros(len(keep), dtype=bool)
     cand = np.flatnonzero(keep & plan.free & ~plan.content & ~plan.critical)
     drop(cand[np.lexsort((-cand, plan.ranks[cand]))])
     kept_blocks = np.unique(plan.block[keep & plan.free])
@@ -611,7 +615,10 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             keep[held] = False
             dropped += int(costs[held].sum())
         else:
-            drop(held[np.lexsort((-held, plan.ranks[held], plan.critical[held]))])
+            # in the reverse of the order a cut takes words (:func:`_cut_to_fit`): the guide's answer and words of
+            # the kind asked for go last ("Tulsa" before "1965" for "where ...")
+            drop(held[np.lexsort((-held, plan.ranks[held], plan.critical[held], plan.typed[held],
+                                  guided[held]))])
     if plan.section is not None:  # a heading left over an empty section goes with it
         live = set(plan.section[np.unique(plan.block[keep & plan.free])].tolist())
         for sec, h in enumerate(plan.section_heads):

@@ -561,3 +561,39 @@ def test_a_kept_table_row_keeps_its_first_cell(rate):
     for key, price in (("NimbusHost", "€189"), ("BlueCrate", "€214"), ("Kettle Cloud", "€119"), ("Orbita", "€176")):
         assert (price in out) <= (key in out), out  # a price only with the provider it belongs to
     assert "€176" in out and "Orbita" in out, out
+
+
+def test_an_overshoot_takes_the_words_of_the_kind_asked_for_last():
+    # The cut of a sentence takes the words of the kind the question asks for first (a place for "where"); taking
+    # back an overshoot of the exact token count must undo it in reverse, not drop "Tulsa" because its score is low.
+    from rlpc_core.config import SelectionConfig
+    from rlpc_core.selection import select
+    from rlpc_core.structure import analyze
+
+    text = "The story takes place in Tulsa, Oklahoma, in 1965, but this is never stated in the book."
+    q = "where do the greasers live"
+    words = split_words(text)
+    costs = np.ones(len(words), dtype=np.int64)
+    costs[words.tokens.index("1965,")] = 3
+    scores = np.full(len(words), 0.5)
+    scores[words.tokens.index("Tulsa,")] = 0.1  # the policy thinks little of it
+    none = np.zeros(len(words), dtype=bool)
+    args = (words, costs, scores, none, none, analyze(words, query=q), find_units(words.tokens, words.line_breaks), 7)
+    kw = dict(query=q, config=SelectionConfig())
+    plain, _ = select(*args, **kw)
+    refit, _ = select(*args, **kw, count=lambda keep: int(costs[keep].sum()) + 2)  # 2 tokens more than the costs say
+    kept = [w for w, k in zip(words.tokens, refit) if k]
+    assert int(costs[refit].sum()) + 2 <= 7 < int(costs[plain].sum()) + 2
+    assert {"Tulsa,", "Oklahoma,"} <= set(kept), kept
+
+
+def test_a_month_is_no_answer_to_who():
+    from rlpc_core.graph import normalize
+    from rlpc_core.selection import _typed, sentence_ids
+
+    words = split_words("The bridge was opened on December 8, 1991 by Ellen Park after years of delays.")
+    units = find_units(words.tokens, words.line_breaks)
+    sent, _ = sentence_ids(words, units)
+    typed = _typed("name", words, [normalize(w) for w in words.tokens], np.zeros(len(words), dtype=bool), units, sent,
+                   "who opened the bridge")
+    assert [w for w, t in zip(words.tokens, typed) if t] == ["Ellen", "Park"]
