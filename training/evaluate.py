@@ -177,6 +177,35 @@ def _not_meaningful() -> set[str]:
 
 #: ``graph+guide``: a policy with the default guide (rlpc_core.guide), a small reader that answers the query first
 GUIDED = "+guide"
+#: ``graph+oracle``: a diagnostic for --development runs only: the policy with a guide that "answers" each row's
+#: gold answer, a perfect pointer to the answer. What it still loses, a guide cannot win back: the reader failing on
+#: a compressed text that holds the answer, or an answer that does not fit the budget.
+ORACLE = "+oracle"
+
+
+class OracleGuide:
+    """A guide that knows the gold answers: for a query, the first of its row's gold answers found in the text."""
+
+    spec = "oracle"
+
+    def __init__(self, examples: Sequence[Example]):
+        self.golds: dict[str, list[str]] = {}
+        for e in examples:
+            self.golds.setdefault(_query(e) or "", []).extend(e.answers or ())
+
+    def answer(self, text: str, query: str) -> str:
+        low = text.lower()
+        return next((a for a in self.golds.get(query, ()) if a and a.lower() in low), "")
+
+
+def _base_policy(name: str) -> Optional[str]:
+    """The policy of ``policy+guide`` or ``policy+oracle`` (``None`` for any other name)."""
+    from rlpc_core import policy_names
+
+    for suffix in (GUIDED, ORACLE):
+        if name.endswith(suffix) and name[: -len(suffix)] in policy_names():
+            return name[: -len(suffix)]
+    return None
 
 
 def resolve_methods(names: Sequence[str]) -> list[Method]:
@@ -189,7 +218,7 @@ def resolve_methods(names: Sequence[str]) -> list[Method]:
             out.append(Method(NONE, NONE, "baseline"))
         elif name in EXTERNAL:
             out.append(Method(name, name, "peer-env", EXTERNAL[name].meaningful))
-        elif name in valid or (name.endswith(GUIDED) and name[: -len(GUIDED)] in policy_names()):
+        elif name in valid or _base_policy(name):
             out.append(Method(name, name, "in-process"))
         elif Path(name).expanduser().is_dir():
             out.append(Method(Path(name).expanduser().resolve().name, name, "in-process"))
@@ -197,7 +226,8 @@ def resolve_methods(names: Sequence[str]) -> list[Method]:
             raise ValueError(f"unknown method {name!r}: use one of {', '.join(sorted(valid))}, or a checkpoint folder "
                              "written by Compressor.save_pretrained (LLMLingua and the other published peers: "
                              f"python -m benchmarks.evaluate, from a clone of the repository); a policy name + '{GUIDED}' "
-                             "adds the default guide (rlpc_core.guide)")
+                             f"adds the default guide (rlpc_core.guide), + '{ORACLE}' a guide that knows the gold answer "
+                             "(--development only)")
     labels = [m.label for m in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods repeat a name: {labels}; list each method once")
@@ -213,6 +243,8 @@ def _make_compressor(method: Method, tokenizer: str):
         from rlpc_core.guide import DEFAULT_GUIDE
 
         return Compressor(policy=method.spec[: -len(GUIDED)], tokenizer=tokenizer, guide=DEFAULT_GUIDE)
+    if method.spec.endswith(ORACLE):  # its guide is set by compress_all, which knows the rows' gold answers
+        return Compressor(policy=method.spec[: -len(ORACLE)], tokenizer=tokenizer)
     return Compressor(policy=method.spec, tokenizer=tokenizer)
 
 
@@ -354,6 +386,8 @@ def compress_all(methods: Sequence[Method], examples: Sequence[Example], rates: 
         for method in methods:
             bar.set_description(f"compress {method.label}")
             compressor = _make_compressor(method, tokenizer) if method.runs_in == "in-process" else None
+            if method.spec.endswith(ORACLE):
+                compressor._guide = OracleGuide(examples)  # a diagnostic's guide: not a reader spec a config can hold
             # what the outputs depend on besides the method's name: a peer's scorer; an in-process compressor's
             # whole configuration, rlpc's version and its code and weights (so --resume never reuses what older code
             # or other weights compressed)
@@ -948,6 +982,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     rates = _rates(args.rate)
     register_baselines(seed=args.seed)
     methods = resolve_methods([m.strip() for m in args.methods.split(",") if m.strip()])
+    oracles = [m.label for m in methods if m.spec.endswith(ORACLE)]
+    if oracles and not args.development:
+        raise ValueError(f"--methods {','.join(oracles)}: a guide that knows the gold answers is a diagnostic, not a "
+                         "result; run it on training rows with --split train --development")
     examples = load(args.dataset, data_dir=args.data_dir, split=args.split, seed=args.seed,
                     limit=None if args.skip else args.limit, text_field=args.text_field,
                     question_field=args.question_field, answer_field=args.answer_field, task=args.task)

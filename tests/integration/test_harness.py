@@ -249,6 +249,27 @@ def test_a_guide_that_cannot_answer_stops_the_run_before_any_row(tmp_path, monke
     assert "127.0.0.1:9" in err and not (tmp_path / "x" / "compressions.jsonl").exists()
 
 
+def test_a_guide_that_knows_the_gold_answer_is_a_development_diagnostic_only(tmp_path, capsys):
+    # graph+oracle: a perfect pointer to the answer, the ceiling of what a guide can win back. It reads the gold
+    # answers, so it runs on training rows only, and it must keep the answer where the plain policy loses it.
+    from training import evaluate
+
+    read_jsonl(FILES["squad"], limit=1)
+    args = ["--dataset", "squad", "--methods", "graph,graph+oracle", "--limit", "30", "--rate", "0.33", "--reader",
+            "none", "--evaluator", "none", "--feedback", "none", "--quiet"]
+    code = evaluate.main([*args, "--split", "heldout", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert code == 2 and "graph+oracle" in err and "--development" in err, err
+    assert not (tmp_path / "h" / "compressions.jsonl").exists()
+    out = tmp_path / "dev"
+    assert evaluate.main([*args, "--split", "train", "--development", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    survived = {m: {r["id"]: r["answer_survival"] for r in rows if r["method"] == m} for m in ("graph", "graph+oracle")}
+    gained = sum(survived["graph+oracle"][i] > survived["graph"][i] for i in survived["graph"])
+    lost = sum(survived["graph+oracle"][i] < survived["graph"][i] for i in survived["graph"])
+    assert gained >= 3 and lost <= 1, survived
+
+
 def test_an_external_method_plugs_into_the_harness(tmp_path):
     """The hook the benchmarks' peers use: outputs stored as they arrive, a failed row left uncompressed and said."""
     from training import evaluate
