@@ -104,12 +104,13 @@ def test_a_shared_budget_asks_the_guide_once_per_query_over_every_document(monke
 
 
 def test_a_sentence_cut_to_fit_keeps_the_guides_answer_first(monkeypatch):
-    # The answering sentence is too long for the budget and must be cut to its best words. Names and dates are what a
-    # "who" question asks for and what meaning units protect, and there are several of each here: the guide's
-    # answer goes first among them (before, the lifespan's dates took the room and "Marta Olsen" was cut).
+    # The answering sentence is too long for the budget and must be cut to its best words. Names and dates are what
+    # meaning units protect, and there are several of each here; "which artist ..." does not say by its opening that
+    # it asks for a name, so without the guide the words beside the question's take the room and "Marta Olsen" is
+    # cut. The guide's answer goes first.
     text = ("Marta Olsen (born March 3, 1950 – died June 9, 2011) was a Danish sculptor, best known for carving the "
             "Harbour Lion of Aarhus on 14 May 1988.  Born in Vejle, Denmark, she died in Lyon, France.")
-    query = "who carved the harbour lion of aarhus in 1988"
+    query = "which artist carved the harbour lion of aarhus in 1988"
     monkeypatch.setattr(Guide, "answer", lambda self, t, q: "Marta Olsen")
     guided = Compressor(guide=SPEC).compress(text, rate=0.33, query=query)
     assert "Marta Olsen" in guided.text and guided.budget_met, guided.text
