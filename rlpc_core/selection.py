@@ -536,7 +536,14 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         in_b = plan.members_of[b]
         h = heads(b)
         h_cost = int(costs[h].sum())
-        if plan.short_cost[b] + h_cost <= room:
+        full = int(costs[in_b].sum())
+        if (pos == 0 and not plan.is_demo[b] and full + h_cost <= room and plan.guided is not None
+                and plan.guided[in_b].any()):
+            # the sentence a guide points at, first and whole when it fits: its filler may be part of the answer
+            # ("allows us to solve any problem in C"; cut, "solve any problem C" no longer says it)
+            keep[in_b] = True
+            room -= full
+        elif plan.short_cost[b] + h_cost <= room:
             keep[in_b] = plan.short[in_b]
             room -= plan.short_cost[b]
         elif plan.deep_ok[b] and plan.deep_cost[b] + h_cost <= room:

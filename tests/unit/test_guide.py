@@ -115,3 +115,19 @@ def test_a_sentence_cut_to_fit_keeps_the_guides_answer_first(monkeypatch):
     guided = Compressor(guide=SPEC).compress(text, rate=0.33, query=query)
     assert "Marta Olsen" in guided.text and guided.budget_met, guided.text
     assert "Marta Olsen" not in Compressor().compress(text, rate=0.33, query=query).text
+
+
+def test_the_sentence_the_guide_points_at_is_kept_whole_when_it_fits(monkeypatch):
+    # Its filler may be part of the answer: cut to its short form, "depends on the type of reduction being used"
+    # became "depends on type reduction used", which no longer holds the answer the guide found.
+    text = ("Of course, the notion of hard problems depends on the type of reduction being used. For complexity classes "
+            "larger than P, polynomial-time reductions are commonly used. In particular, the set of problems that are "
+            "hard for NP is the set of NP-hard problems. Many researchers have written about these classes over the "
+            "years.")
+    query = "The complexity of problems often depends on what?"
+    monkeypatch.setattr(Guide, "answer", lambda self, t, q: "the type of reduction being used")
+    answer_sentence = "Of course, the notion of hard problems depends on the type of reduction being used."
+    for rate in (0.5, 0.6):
+        guided = Compressor(guide=SPEC).compress(text, rate=rate, query=query)
+        assert answer_sentence in guided.text and guided.budget_met, guided.text
+        assert answer_sentence not in Compressor().compress(text, rate=rate, query=query).text  # cut without a guide
