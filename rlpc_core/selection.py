@@ -440,8 +440,8 @@ def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray,
 
     A heading ("## Refunds", a "Section: Webhooks" label, "Context:") or a chat role's label ("Assistant:") over
     compressible text is kept when something of its section (its turn) is, and dropped with it: a prompt whose
-    sections were all cut must not come out as a column of bare headings ("Section:\n\nSection:", "User:\nAssistant:"). Headings in a row ("## Pricing" then "### Free") all go with the section
-    that follows. A heading over verbatim text (an "Instructions:" label, a question) or that the caller protected
+    sections were all cut must not come out as a column of bare headings ("Section:\n\nSection:",
+    "User:\nAssistant:"). Headings in a row ("## Pricing" then "### Free") all go with the section that follows. A heading over verbatim text (an "Instructions:" label, a question) or that the caller protected
     stays whatever happens.
     """
     n = len(block)
@@ -536,13 +536,12 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         in_b = plan.members_of[b]
         h = heads(b)
         h_cost = int(costs[h].sum())
-        full = int(costs[in_b].sum())
-        if (pos == 0 and not plan.is_demo[b] and full + h_cost <= room and plan.guided is not None
-                and plan.guided[in_b].any()):
-            # the sentence a guide points at, first and whole when it fits: its filler may be part of the answer
-            # ("allows us to solve any problem in C"; cut, "solve any problem C" no longer says it)
+        # the sentence a guide points at, first and whole when it fits: its filler may be part of the answer
+        # ("allows us to solve any problem in C"; cut, "solve any problem C" no longer says it)
+        guided_first = pos == 0 and not plan.is_demo[b] and plan.guided is not None and plan.guided[in_b].any()
+        if guided_first and int(costs[in_b].sum()) + h_cost <= room:
             keep[in_b] = True
-            room -= full
+            room -= int(costs[in_b].sum())
         elif plan.short_cost[b] + h_cost <= room:
             keep[in_b] = plan.short[in_b]
             room -= plan.short_cost[b]
@@ -622,8 +621,9 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             keep[held] = False
             dropped += int(costs[held].sum())
         else:
-            # in the reverse of the order a cut takes words (:func:`_cut_to_fit`): the guide's answer and words of
-            # the kind asked for go last ("Tulsa" before "1965" for "where ...")
+            # the guide's answer and words of the kind asked for go last, as a cut (:func:`_cut_to_fit`) takes them
+            # first ("Tulsa" before "1965" for "where ..."); the cut's "beside the question's terms" is left out here:
+            # trimming by it moved 61 of the meaning suite's and train rows' 1188 texts, many for the worse
             drop(held[np.lexsort((-held, plan.ranks[held], plan.critical[held], plan.typed[held],
                                   guided[held]))])
     if plan.section is not None:  # a heading left over an empty section goes with it

@@ -239,13 +239,13 @@ def _make_compressor(method: Method, tokenizer: str):
 
     if Path(method.spec).expanduser().is_dir():
         return Compressor.from_pretrained(Path(method.spec).expanduser(), tokenizer=tokenizer)
-    if method.spec.endswith(GUIDED):
-        from rlpc_core.guide import DEFAULT_GUIDE
+    base = _base_policy(method.spec)
+    if base is None:
+        return Compressor(policy=method.spec, tokenizer=tokenizer)
+    from rlpc_core.guide import DEFAULT_GUIDE
 
-        return Compressor(policy=method.spec[: -len(GUIDED)], tokenizer=tokenizer, guide=DEFAULT_GUIDE)
-    if method.spec.endswith(ORACLE):  # its guide is set by compress_all, which knows the rows' gold answers
-        return Compressor(policy=method.spec[: -len(ORACLE)], tokenizer=tokenizer)
-    return Compressor(policy=method.spec, tokenizer=tokenizer)
+    # an oracle's guide is set by compress_all, which knows the rows' gold answers
+    return Compressor(policy=base, tokenizer=tokenizer, guide=DEFAULT_GUIDE if method.spec.endswith(GUIDED) else None)
 
 
 def check_guide(method: Method, compressor: Any) -> None:
