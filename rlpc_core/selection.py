@@ -50,6 +50,11 @@ FILLER = frozenset("""a an the is are was were be been being am it its this that
     itself himself herself themselves ourselves myself yourself yourselves""".split())
 
 
+#: The filler that binds words into a relation ("rate of 20% from April 2015", "Doug and Julie"): cut only after the
+#: rest of a sentence's filler (articles, forms of "be" and "have", pronouns), which a reader restores on its own.
+BINDING = frozenset("of to in on at by for with from as into onto upon about and".split())
+
+
 def filler_mask(words: Words) -> np.ndarray:
     """Words in :data:`FILLER` (or punctuation alone)."""
     return np.fromiter((normalize(w) in FILLER or not normalize(w) for w in words.tokens), dtype=bool, count=len(words))
@@ -299,6 +304,7 @@ class Plan:
     guided: Optional[np.ndarray] = None  # words where a guide's answer occurs (rlpc_core.guide): kept first in a cut
     section: Optional[np.ndarray] = None  # per block: its section under a heading (-1: none)
     section_heads: Optional[list] = None  # per section: its heading words (kept with the section's first kept block)
+    binding: Optional[np.ndarray] = None  # filler that binds a relation (BINDING): put back first, cut last of it
 
     @property
     def n_blocks(self) -> int:
@@ -412,7 +418,8 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
 
     full_cost = np.bincount(block[free], weights=costs[free], minlength=n_blocks).astype(np.int64)
     # short forms: cut filler, weakest first, up to max_word_drop of the block's tokens
-    order = np.lexsort((np.arange(n), ranks, ~filler))  # filler first, then by rank, then position
+    binding = np.fromiter((x in BINDING for x in norm), dtype=bool, count=n)
+    order = np.lexsort((np.arange(n), ranks, binding, ~filler))  # filler first, binding filler last of it, by rank
     share = np.where(is_demo, 0.0, config.max_word_drop)  # a demonstration is kept whole or not at all
     short, short_cost = _cut(order, block, costs, free & filler & ~critical, full_cost, share, n_blocks)
     # deep forms, for the number-bearing sentences of a dense prompt (most sentences carry a number the question
@@ -431,7 +438,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     heads, section, section_heads = _section_heads(structure, verbatim, free, block, n_blocks, user)
     return Plan(costs, verbatim & ~heads, free, block, _members(block, n_blocks), is_demo, value, short, short_cost,
                 deep, deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight), repeats, guided, section, section_heads)
+                float(config.policy_logit_weight), repeats, guided, section, section_heads, binding & free)
 
 
 def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray, block: np.ndarray, n_blocks: int,
@@ -515,8 +522,8 @@ def block_logits(scores: np.ndarray, block: np.ndarray, free: np.ndarray, conten
 def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     """The keep mask when the blocks are taken in ``order`` (block indices; blocks not listed are dropped).
 
-    Each block in turn, while the budget allows: its short form, else its deep form, else (the first block only,
-    not a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then the budget left puts back the
+    Each block in turn, while the budget allows: its short form, else its deep form, else (the first block, or one
+    holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then the budget left puts back the
     best words the forms cut, whole units at a time, words of the kind the question asks for first; then listed
     blocks that did not fit before may fit in what is left.
     """
@@ -538,7 +545,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         h_cost = int(costs[h].sum())
         # the sentence a guide points at, first and whole when it fits: its filler may be part of the answer
         # ("allows us to solve any problem in C"; cut, "solve any problem C" no longer says it)
-        guided_first = pos == 0 and not plan.is_demo[b] and plan.guided is not None and plan.guided[in_b].any()
+        guided_b = plan.guided is not None and bool(plan.guided[in_b].any())
+        guided_first = pos == 0 and not plan.is_demo[b] and guided_b
         if guided_first and int(costs[in_b].sum()) + h_cost <= room:
             keep[in_b] = True
             room -= int(costs[in_b].sum())
@@ -548,9 +556,10 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         elif plan.deep_ok[b] and plan.deep_cost[b] + h_cost <= room:
             keep[in_b] = plan.deep[in_b]
             room -= plan.deep_cost[b]
-        elif pos == 0 and not plan.is_demo[b]:
-            # the most relevant sentence does not fit even in its short form: it still gets the room, cut down to
-            # what matters most in it, rather than the room going to less relevant sentences that happen to be short
+        elif (pos == 0 or guided_b) and not plan.is_demo[b]:
+            # the most relevant sentence (or one holding the guide's answer) does not fit even in its short form: it
+            # still gets the room, cut down to what matters most in it, rather than the room going to less relevant
+            # sentences that happen to be short
             taken = _cut_to_fit(plan, in_b, room - h_cost)
             if not taken.size:
                 continue
@@ -565,7 +574,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first
     unit_of = plan.units.unit_of(len(keep))
     back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
-    for i in back[np.lexsort((back, -plan.ranks[back], ~plan.typed[back]))]:
+    binding = plan.binding if plan.binding is not None else np.zeros(len(keep), dtype=bool)
+    for i in back[np.lexsort((back, -plan.ranks[back], ~binding[back], ~plan.typed[back]))]:
         if keep[i]:
             continue
         group = plan.units.group(i, unit_of)
@@ -609,8 +619,9 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             dropped += int(costs[group].sum())
 
     guided = plan.guided if plan.guided is not None else np.zeros(len(keep), dtype=bool)
+    binding = plan.binding if plan.binding is not None else np.zeros(len(keep), dtype=bool)
     cand = np.flatnonzero(keep & plan.free & ~plan.content & ~plan.critical)
-    drop(cand[np.lexsort((-cand, plan.ranks[cand]))])
+    drop(cand[np.lexsort((-cand, plan.ranks[cand], binding[cand]))])
     kept_blocks = np.unique(plan.block[keep & plan.free])
     for b in kept_blocks[np.lexsort((-kept_blocks, plan.value[kept_blocks]))]:
         if dropped >= over:
@@ -650,12 +661,14 @@ def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
             lo, hi = plan.units.spans[u]
             items.append(np.arange(lo, hi))
     guided = plan.guided if plan.guided is not None else np.zeros(len(plan.costs), dtype=bool)
+    binding = plan.binding if plan.binding is not None else np.zeros(len(plan.costs), dtype=bool)
     key = np.asarray([(not guided[it].any(), not plan.typed[it].any(), not plan.near[it].any(),
-                       not plan.critical[it].any(), not plan.content[it].any(), -float(plan.ranks[it].max()),
-                       int(it[0])) for it in items],
-                     dtype=[("g", bool), ("t", bool), ("n", bool), ("c", bool), ("f", bool), ("r", float), ("p", int)])
+                       not plan.critical[it].any(), not plan.content[it].any(), not binding[it].any(),
+                       -float(plan.ranks[it].max()), int(it[0])) for it in items],
+                     dtype=[("g", bool), ("t", bool), ("n", bool), ("c", bool), ("f", bool), ("b", bool), ("r", float),
+                            ("p", int)])
     taken: list[np.ndarray] = []
-    for k in np.argsort(key, order=("g", "t", "n", "c", "f", "r", "p"), kind="stable"):
+    for k in np.argsort(key, order=("g", "t", "n", "c", "f", "b", "r", "p"), kind="stable"):
         c = int(plan.costs[items[k]].sum())
         if c <= room:
             taken.append(items[k])
