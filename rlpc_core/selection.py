@@ -596,11 +596,11 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
 
 
 def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
-    """``keep`` less about ``over`` tokens: filler first, wherever it is; then from the least valuable kept block,
-    then the next: the whole block when the cut would take half of what it kept (a fragment such as "within 10
-    seconds." tells a reader nothing), else its weakest words (units whole; the guide's answer, words of the kind asked
-    for, units and numbers last). A heading whose section is left empty goes too. The sentences that matter most stay
-    as realized."""
+    """``keep`` less about ``over`` tokens: filler first, wherever it is (the words that bind a relation last of it);
+    then from the least valuable kept block, then the next: the whole block when the cut would take half of what it
+    kept (a fragment such as "within 10 seconds." tells a reader nothing), else its weakest words (units whole; the
+    guide's answer, words of the kind asked for, units and numbers last). A heading whose section is left empty goes
+    too. The sentences that matter most stay as realized."""
     keep = keep.copy()
     unit_of = plan.units.unit_of(len(keep))
     costs = plan.costs

@@ -291,7 +291,8 @@ def test_one_budget_for_all_nodes_of_a_query(word_compressor):
     total = sum(len(n.node.text.split()) for n in nodes)
     out = pp.postprocess_nodes(nodes, query_bundle=QueryBundle("What does the lighthouse keeper paint every April?"))
     kept = {n.node.node_id: n for n in out}
-    assert "lighthouse" in kept and "paints the tower white" in kept["lighthouse"].node.text
+    # the answer, its article optional: a kept sentence's short form may cut "the" (filler) before "in" or "every"
+    assert "lighthouse" in kept and re.search(r"paints (the )?tower white", kept["lighthouse"].node.text), kept
     # the budget went where the query needs it: the lighthouse node keeps more than any other
     sizes = {k: len(n.node.text.split()) for k, n in kept.items()}
     assert sizes["lighthouse"] == max(sizes.values())
