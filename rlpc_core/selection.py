@@ -523,9 +523,10 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     """The keep mask when the blocks are taken in ``order`` (block indices; blocks not listed are dropped).
 
     Each block in turn, while the budget allows: its short form, else its deep form, else (the first block, or one
-    holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then the budget left puts back the
-    best words the forms cut, whole units at a time, words of the kind the question asks for first; then listed
-    blocks that did not fit before may fit in what is left.
+    holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then
+    the budget left puts back the best words the forms cut, whole units at a time, words of the kind the question
+    asks for first, then the words that bind a relation; then listed blocks that did not fit before may fit in what
+    is left.
     """
     costs, block, free = plan.costs, plan.block, plan.free
     keep = plan.verbatim.copy()
@@ -571,7 +572,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         room -= h_cost
         chosen[b] = True
 
-    # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first
+    # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first, then
+    # the words that bind a relation ("from", "to": a reader restores "the" on its own, not which way a change went)
     unit_of = plan.units.unit_of(len(keep))
     back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
     binding = plan.binding if plan.binding is not None else np.zeros(len(keep), dtype=bool)
