@@ -301,10 +301,10 @@ class Plan:
     logit_part: np.ndarray  # per block: policy_logit_weight x its block logit (in value; zeros when the weight is 0)
     logit_weight: float
     repeats: np.ndarray  # per block: it repeats an earlier sentence word for word (ranked last; auto drops it)
+    binding: np.ndarray  # filler that binds a relation (BINDING): put back first, cut last of it
     guided: Optional[np.ndarray] = None  # words where a guide's answer occurs (rlpc_core.guide): kept first in a cut
     section: Optional[np.ndarray] = None  # per block: its section under a heading (-1: none)
     section_heads: Optional[list] = None  # per section: its heading words (kept with the section's first kept block)
-    binding: Optional[np.ndarray] = None  # filler that binds a relation (BINDING): put back first, cut last of it
 
     @property
     def n_blocks(self) -> int:
@@ -438,7 +438,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     heads, section, section_heads = _section_heads(structure, verbatim, free, block, n_blocks, user)
     return Plan(costs, verbatim & ~heads, free, block, _members(block, n_blocks), is_demo, value, short, short_cost,
                 deep, deep_cost, deep_ok, critical, crit_cost, ranks, units, content, typed_words, near, logit_part,
-                float(config.policy_logit_weight), repeats, guided, section, section_heads, binding & free)
+                float(config.policy_logit_weight), repeats, binding & free, guided, section, section_heads)
 
 
 def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray, block: np.ndarray, n_blocks: int,
@@ -448,8 +448,9 @@ def _section_heads(structure: Structure, verbatim: np.ndarray, free: np.ndarray,
     A heading ("## Refunds", a "Section: Webhooks" label, "Context:") or a chat role's label ("Assistant:") over
     compressible text is kept when something of its section (its turn) is, and dropped with it: a prompt whose
     sections were all cut must not come out as a column of bare headings ("Section:\n\nSection:",
-    "User:\nAssistant:"). Headings in a row ("## Pricing" then "### Free") all go with the section that follows. A heading over verbatim text (an "Instructions:" label, a question) or that the caller protected
-    stays whatever happens.
+    "User:\nAssistant:"). Headings in a row ("## Pricing" then "### Free") all go with the section that follows. A
+    heading over verbatim text (an "Instructions:" label, a question) or that the caller protected stays whatever
+    happens.
     """
     n = len(block)
     heading = ((structure.kind == HEADING) | (structure.kind == ROLE)) & verbatim
@@ -576,8 +577,7 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     # the words that bind a relation ("from", "to": a reader restores "the" on its own, not which way a change went)
     unit_of = plan.units.unit_of(len(keep))
     back = np.flatnonzero(free & ~keep & chosen[np.maximum(block, 0)])
-    binding = plan.binding if plan.binding is not None else np.zeros(len(keep), dtype=bool)
-    for i in back[np.lexsort((back, -plan.ranks[back], ~binding[back], ~plan.typed[back]))]:
+    for i in back[np.lexsort((back, -plan.ranks[back], ~plan.binding[back], ~plan.typed[back]))]:
         if keep[i]:
             continue
         group = plan.units.group(i, unit_of)
@@ -621,9 +621,8 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
             dropped += int(costs[group].sum())
 
     guided = plan.guided if plan.guided is not None else np.zeros(len(keep), dtype=bool)
-    binding = plan.binding if plan.binding is not None else np.zeros(len(keep), dtype=bool)
     cand = np.flatnonzero(keep & plan.free & ~plan.content & ~plan.critical)
-    drop(cand[np.lexsort((-cand, plan.ranks[cand], binding[cand]))])
+    drop(cand[np.lexsort((-cand, plan.ranks[cand], plan.binding[cand]))])
     kept_blocks = np.unique(plan.block[keep & plan.free])
     for b in kept_blocks[np.lexsort((-kept_blocks, plan.value[kept_blocks]))]:
         if dropped >= over:
@@ -663,9 +662,8 @@ def _cut_to_fit(plan: Plan, members: np.ndarray, room: int) -> np.ndarray:
             lo, hi = plan.units.spans[u]
             items.append(np.arange(lo, hi))
     guided = plan.guided if plan.guided is not None else np.zeros(len(plan.costs), dtype=bool)
-    binding = plan.binding if plan.binding is not None else np.zeros(len(plan.costs), dtype=bool)
     key = np.asarray([(not guided[it].any(), not plan.typed[it].any(), not plan.near[it].any(),
-                       not plan.critical[it].any(), not plan.content[it].any(), not binding[it].any(),
+                       not plan.critical[it].any(), not plan.content[it].any(), not plan.binding[it].any(),
                        -float(plan.ranks[it].max()), int(it[0])) for it in items],
                      dtype=[("g", bool), ("t", bool), ("n", bool), ("c", bool), ("f", bool), ("b", bool), ("r", float),
                             ("p", int)])

@@ -251,7 +251,8 @@ def test_a_guide_that_cannot_answer_stops_the_run_before_any_row(tmp_path, monke
 
 def test_a_guide_that_knows_the_gold_answer_is_a_development_diagnostic_only(tmp_path, capsys):
     # graph+oracle: a perfect pointer to the answer, the ceiling of what a guide can win back. It reads the gold
-    # answers, so it runs on training rows only, and it must keep the answer where the plain policy loses it.
+    # answers, so it runs only in --development runs (whose output is marked as not a result), and it must keep the
+    # answer where the plain policy loses it.
     from training import evaluate
 
     read_jsonl(FILES["squad"], limit=1)
