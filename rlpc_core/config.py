@@ -162,11 +162,12 @@ class SelectionConfig:
     #: worse; SQuAD, whose questions mostly start "What", unchanged. 0 turns it off.
     answer_type_bonus: float = 2.0
     #: Extra value of a sentence holding the guide's answer (``CompressorConfig.guide``: a small reader that
-    #: answers the query from the whole text first). Chosen on 80 NQ *train* rows with the 1.5B reader (2.0 and 4.0
-    #: level; docs/compression.md): it is the size of the question-coverage weight, so a sentence the guide points
-    #: at ranks with the best-covered ones. Used only when a guide is set and the call gives a query; 0 turns the
-    #: guide's answer off (in the ranking and in cuts).
-    guide_bonus: float = 2.0
+    #: answers the query from the whole text first). Chosen on 200 SQuAD and 197 NQ *train* rows with the 1.5B
+    #: reader (docs/compression.md): 0.5 to 2.0 are level on NQ, where the question's words rarely find the answer's
+    #: sentence; on SQuAD, whose questions paraphrase that sentence, 1.0 lets a sentence that covers the question
+    #: much better outrank a wrong guess (points lost at rate 0.33: 8.0 against 12.5 with 2.0). Used only when a
+    #: guide is set and the call gives a query; 0 turns the guide's answer off (in the ranking and in cuts).
+    guide_bonus: float = 1.0
     #: Weight of the policy's own block logit in a block's value: the mean of its raw word scores over the block's
     #: content words, added to the value above (whose policy part is only the scores' within-prompt ranks, a small
     #: share next to the question coverage and the priors). 0 for policies whose scores are not logits (the

@@ -534,6 +534,10 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     room = budget - int(costs[plan.verbatim].sum())
     chosen = np.zeros(plan.n_blocks, dtype=bool)
     no_heads = np.zeros(0, dtype=np.int64)
+    # the guide's answer keeps its room until a sentence holding it is kept: a sentence ranked above it (more of the
+    # question's words) would otherwise take all of a tight budget, and "Tim Russert" goes for the dates beside
+    # "moderator" ("He took over ... on December 8, 1991")
+    reserve = _answer_reserve(plan, order, room)
 
     def heads(b: int) -> np.ndarray:  # the heading words this block brings in (its section's, if not kept yet)
         if plan.section is None or plan.section[b] < 0:
@@ -549,20 +553,21 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         # ("allows us to solve any problem in C"; cut, "solve any problem C" no longer says it)
         guided_b = plan.guided is not None and bool(plan.guided[in_b].any())
         guided_first = pos == 0 and not plan.is_demo[b] and guided_b
+        free_room = room if guided_b else room - reserve
         if guided_first and int(costs[in_b].sum()) + h_cost <= room:
             keep[in_b] = True
             room -= int(costs[in_b].sum())
-        elif plan.short_cost[b] + h_cost <= room:
+        elif plan.short_cost[b] + h_cost <= free_room:
             keep[in_b] = plan.short[in_b]
             room -= plan.short_cost[b]
-        elif plan.deep_ok[b] and plan.deep_cost[b] + h_cost <= room:
+        elif plan.deep_ok[b] and plan.deep_cost[b] + h_cost <= free_room:
             keep[in_b] = plan.deep[in_b]
             room -= plan.deep_cost[b]
         elif (pos == 0 or guided_b) and not plan.is_demo[b]:
             # the most relevant sentence (or one holding the guide's answer) does not fit even in its short form: it
             # still gets the room, cut down to what matters most in it, rather than the room going to less relevant
             # sentences that happen to be short
-            taken = _cut_to_fit(plan, in_b, room - h_cost)
+            taken = _cut_to_fit(plan, in_b, free_room - h_cost)
             if not taken.size:
                 continue
             keep[taken] = True
@@ -572,6 +577,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
         keep[h] = True
         room -= h_cost
         chosen[b] = True
+        if guided_b and plan.guided[in_b][keep[in_b]].any():
+            reserve = 0
 
     # fine: put back the best words the forms cut, whole units at a time, the kind of answer asked for first, then
     # the words that bind a relation ("from", "to": a reader restores "the" on its own, not which way a change went)
@@ -595,6 +602,19 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
             keep[plan.members_of[b]] = plan.short[plan.members_of[b]]
             keep[h] = True
     return keep
+
+
+def _answer_reserve(plan: Plan, order: np.ndarray, room: int) -> int:
+    """The tokens of the guide's answer in the first listed sentence holding it (0 without a guide, or when the
+    answer alone would not fit)."""
+    if plan.guided is None:
+        return 0
+    for b in order:
+        in_b = plan.members_of[b]
+        if not plan.is_demo[b] and plan.guided[in_b].any():
+            cost = int(plan.costs[in_b[plan.guided[in_b]]].sum())
+            return cost if cost <= room else 0
+    return 0
 
 
 def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
@@ -624,7 +644,10 @@ def trim_weakest(plan: Plan, keep: np.ndarray, over: int) -> np.ndarray:
     cand = np.flatnonzero(keep & plan.free & ~plan.content & ~plan.critical)
     drop(cand[np.lexsort((-cand, plan.ranks[cand], plan.binding[cand]))])
     kept_blocks = np.unique(plan.block[keep & plan.free])
-    for b in kept_blocks[np.lexsort((-kept_blocks, plan.value[kept_blocks]))]:
+    # a block still holding the guide's answer goes last, whatever its value: realize kept room for that answer
+    answers = np.zeros(plan.n_blocks, dtype=bool)
+    answers[np.unique(plan.block[keep & plan.free & guided])] = True
+    for b in kept_blocks[np.lexsort((-kept_blocks, plan.value[kept_blocks], answers[kept_blocks]))]:
         if dropped >= over:
             break
         members = plan.members_of[b]

@@ -119,6 +119,23 @@ def test_a_sentence_cut_to_fit_keeps_the_guides_answer_first(monkeypatch):
     assert "Marta Olsen" not in Compressor().compress(text, rate=0.33, query=query).text
 
 
+def test_the_guides_answer_keeps_its_room_when_a_sentence_ranked_above_takes_the_budget(monkeypatch):
+    # The second sentence shares most of the question's words, ranks first and does not fit even in its short form:
+    # cut to fit, it took the whole budget (dates, "becoming serving") and the name the guide found in the first
+    # sentence was never reached; kept, the name was then the first words an overshoot trimmed, its sentence being
+    # the least valuable. The guide's answer keeps its room, and its sentence is trimmed last.
+    text = ("The board, worried about the paper's future, turned to Ada Whitcombe, its Lisbon correspondent.  She took "
+            "over as editor of the Harbour Gazette on March 4, 1971, and stayed with the paper until her retirement "
+            "on May 30, 1999, becoming the longest serving editor in the paper's history.")
+    query = "who had the longest tenure as editor of the harbour gazette"
+    monkeypatch.setattr(Guide, "answer", lambda self, t, q: "Ada Whitcombe")
+    for rate in (0.33, 0.5):
+        guided = Compressor(guide=SPEC).compress(text, rate=rate, query=query)
+        assert "Ada Whitcombe" in guided.text and guided.budget_met, guided.text
+        assert "May 30, 1999" in guided.text, guided.text  # the sentence ranked first still gets the rest
+        assert "Ada Whitcombe" not in Compressor().compress(text, rate=rate, query=query).text
+
+
 def test_the_sentence_the_guide_points_at_is_kept_whole_when_it_fits(monkeypatch):
     # Its filler may be part of the answer: cut to its short form, "depends on the type of reduction being used"
     # became "depends on type reduction used", which no longer holds the answer the guide found.
