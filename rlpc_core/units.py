@@ -81,6 +81,13 @@ _CURRENCY_WORDS = frozenset("usd eur gbp chf jpy cad aud inr cny $ € £ ¥ rs"
 _HAS_DIGIT = re.compile(r"\d")
 _PRICE = re.compile(r"^[$€£¥]\d|^\d[\d,.]*(?:€|\$|£|%)")
 _PRICE_LINKS = frozenset("for at costs cost costing priced is are was were".split())
+#: What a quantity is counted per ("$12 an hour", "twice a week", "3 times a day", "$5 per person"): without it the
+#: quantity means something else, so it belongs to the unit.
+_PER_WORDS = frozenset("a an per each every".split())
+_PER_NOUNS = frozenset("""second seconds minute minutes hour hours day days night nights week weeks weekend weekends
+    month months year years quarter semester season shift session lesson class visit trip game meal person head
+    kid child student guest customer page kilo kg pound lb ounce gram liter litre gallon mile km meter foot dozen
+    piece unit item box bag pack""".split())
 _DAY = re.compile(r"^\d{1,2}(?:st|nd|rd|th|er|\.)?,?$", re.IGNORECASE)
 _YEAR = re.compile(r"^(?:1[5-9]|2[0-9])\d\d[,.]?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}|^\d{1,2}/\d{1,2}/\d{2,4}|^\d{1,2}\.\d{1,2}\.\d{2,4}")
@@ -153,6 +160,12 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
     def content(i: int) -> bool:
         return bool(norm[i]) and norm[i] not in STOPWORDS and not is_num[i]
 
+    def per_tail(hi: int) -> int:  # "$12" + "an hour", "twice" + "a week"
+        if hi + 1 < n and not ends_clause[hi - 1] and not ends_clause[hi] and norm[hi] in _PER_WORDS \
+                and norm[hi + 1] in _PER_NOUNS:
+            return hi + 2
+        return hi
+
     # quantities: a number with the next content word (its unit/object), currency words before it
     for i in range(n):
         if not is_num[i] or norm[i] in ("once", "one") and i + 1 < n and not content(i + 1):
@@ -179,13 +192,13 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
         if k > j + 1:
             if k < n and not ends_clause[k - 1] and content(k):
                 k += 1
-            raw.append((lo, k, "quantity"))
+            raw.append((lo, per_tail(k), "quantity"))
             continue
         if not ends_clause[j] and j + 1 < n and (content(j + 1) or norm[j + 1] in ("each", "per", "percent", "%")):
             hi = j + 2
             if not ends_clause[j + 1] and j + 2 < n and norm[j + 1] in ("per", "each") and content(j + 2):
                 hi = j + 3  # "$3 per kilo"
-        raw.append((lo, hi, "quantity"))
+        raw.append((lo, per_tail(hi), "quantity"))
 
     # dates and times
     clock_word = [False] * n

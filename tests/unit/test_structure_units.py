@@ -202,6 +202,11 @@ def test_the_question_is_a_whole_sentence_across_abbreviations():
     ("A bakery sells muffins for $3 each.", "muffins for $3 each."),
     ("It sold twice as many cookies as muffins.", "twice as many cookies"),
     ("The card draws 450 watts at peak.", "450 watts"),
+    # what a quantity is counted per belongs to it: "$12" alone is not a wage, "twice" alone not a schedule
+    ("Weng earns $12 an hour for babysitting.", "$12 an hour"),
+    ("He writes to 2 friends twice a week now.", "twice a week"),
+    ("Take 2 pills 3 times a day with water.", "3 times a day"),
+    ("He gets a $5 allowance a month from them.", "$5 allowance a month"),
     ("Founded by Claire Dubois in Lyon.", "Claire Dubois"),
     ("She joined Holland America Line in 1990.", "Holland America Line"),
     ("Deposits at the Bank of New Zealand grew.", "Bank of New Zealand"),
@@ -214,6 +219,11 @@ def test_the_question_is_a_whole_sentence_across_abbreviations():
 ])
 def test_units(text, unit):
     assert unit in [u for u, _ in units(text)], units(text)
+
+
+def test_a_quantity_takes_only_a_period_or_measure_after_a():
+    # "a friend" is not what 3 apples are counted per
+    assert "3 apples" in [u for u, _ in units("She gave 3 apples a friend had picked.")]
 
 
 def test_quotations_are_short_and_close_on_their_own_mark():
