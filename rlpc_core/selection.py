@@ -524,8 +524,9 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     """The keep mask when the blocks are taken in ``order`` (block indices; blocks not listed are dropped).
 
     Each block in turn, while the budget allows: its short form, else its deep form, else (the first block, or one
-    holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`); then
-    the budget left puts back the best words the forms cut, whole units at a time, words of the kind the question
+    holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`), a block
+    without the guide's answer leaving that answer's tokens until a block holding it is kept; then the budget left
+    puts back the best words the forms cut, whole units at a time, words of the kind the question
     asks for first, then the words that bind a relation; then listed blocks that did not fit before may fit in what
     is left.
     """
