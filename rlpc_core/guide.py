@@ -16,6 +16,7 @@ and cheaper than the model you pay for: the point is to spend a little locally t
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import numpy as np
@@ -52,23 +53,40 @@ class Guide:
         return str(self.evaluator.answer("qa", [text], [query])[0].answer or "")
 
 
+#: Where one written word holds two ("the narrator—Orwell, writing", "1939–1945", "and/or"): an answer may be one of them.
+_JOINED = re.compile(r"[—–/]")
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
+def _pieces(word: str) -> list[str]:
+    """The normalised words inside one written word: split at dashes and slashes that join words, a possessive
+    "'s" left out ("Shakespeare's play" holds "Shakespeare"), symbols alone ("&") dropped."""
+    return [x for x in (_POSSESSIVE.sub("", normalize(p)) for p in _JOINED.split(word)) if x]
+
+
 def answer_mask(words: Words, answer: str) -> np.ndarray:
-    """The words of every place ``answer`` occurs in ``words`` (normalised, word for word; a leading article and
-    trailing punctuation do not count). Empty when the answer is empty, only stopwords, too long to be an answer,
-    or nowhere in the text: the guide then changes nothing."""
+    """The words of every place ``answer`` occurs in ``words`` (normalised, word for word; a leading article,
+    trailing punctuation, a possessive "'s" and symbols such as "&" do not count, and words joined by a dash or a
+    slash count one by one). Empty when the answer is empty, only stopwords, too long to be an answer, or nowhere in
+    the text: the guide then changes nothing."""
     n = len(words)
     mask = np.zeros(n, dtype=bool)
-    target = [x for x in (normalize(w) for w in answer.split()) if x]
+    target = [x for w in answer.split() for x in _pieces(w)]
     while target and target[0] in ("a", "an", "the"):
         target = target[1:]
     if not target or len(target) > MAX_ANSWER_WORDS or all(x in STOPWORDS for x in target):
         return mask
-    norm = [normalize(w) for w in words.tokens]
+    pieces: list[str] = []
+    owner: list[int] = []  # the written word each piece is in
+    for i, w in enumerate(words.tokens):
+        for x in _pieces(w):
+            pieces.append(x)
+            owner.append(i)
     k = len(target)
     first = target[0]
-    for i in range(n - k + 1):
-        if norm[i] == first and norm[i : i + k] == target:
-            mask[i : i + k] = True
+    for j in range(len(pieces) - k + 1):
+        if pieces[j] == first and pieces[j : j + k] == target:
+            mask[owner[j] : owner[j + k - 1] + 1] = True
     return mask
 
 

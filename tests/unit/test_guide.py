@@ -33,6 +33,15 @@ def test_the_answer_is_found_word_for_word_wherever_it_occurs():
     assert kept(answer_mask(split_words(text), "the ROSTOCK."), text) == ["Rostock,"]
 
 
+def test_the_answer_is_found_inside_joined_words_and_possessives():
+    # one written word may hold two ("the narrator—Marten, writing"); a possessive or a symbol does not count
+    text = "In Rostock, the narrator—Ilse Marten, writing as Hugo & Luigi—is Marten's subject."
+    words = split_words(text)
+    assert kept(answer_mask(words, "Ilse Marten"), text) == ["narrator—Ilse", "Marten,"]
+    assert kept(answer_mask(words, "Hugo & Luigi"), text) == ["Hugo", "&", "Luigi—is"]
+    assert kept(answer_mask(words, "Marten"), text) == ["Marten,", "Marten's"]
+
+
 @pytest.mark.parametrize("answer", ["", "the", "it was", "Hamburg", " ".join(["word"] * (MAX_ANSWER_WORDS + 1))])
 def test_an_answer_that_points_nowhere_changes_nothing(answer):
     text = "It was Ilse Marten who drew the route, word for word."
