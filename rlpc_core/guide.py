@@ -53,7 +53,8 @@ class Guide:
         return str(self.evaluator.answer("qa", [text], [query])[0].answer or "")
 
 
-#: Where one written word holds two ("the narrator—Orwell, writing", "1939–1945", "and/or"): an answer may be one of them.
+#: Where one written word holds two ("the narrator—Orwell, writing", "1939–1945", "and/or"): an answer may be one
+#: of them. Not the hyphen: "Jay-Z" and "pre-1929" are one word.
 _JOINED = re.compile(r"[—–/]")
 _POSSESSIVE = re.compile(r"['’]s$")
 
