@@ -133,6 +133,7 @@ def _is_number(norm: str) -> bool:
 
 
 _OPENS_AFTER = re.compile(r"[.!?:][\"')\]]*$")
+_EDGE = re.compile(r"^[^\w]+|[^\w]+$")
 
 
 def _opens_sentence(words: Sequence[str], i: int) -> bool:
@@ -141,7 +142,7 @@ def _opens_sentence(words: Sequence[str], i: int) -> bool:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _capitalised(word: str) -> bool:
-    core = re.sub(r"^[^\w]+|[^\w]+$", "", word)
+    core = _EDGE.sub("", word)
     return bool(core) and core[0].isupper() and not core.isupper() or (core.isupper() and len(core) > 1 and core.isalpha())
 
 
@@ -283,7 +284,10 @@ def find_units(words: Sequence[str], breaks: Optional[Sequence[bool]] = None) ->
         if _capitalised(words[i]) and norm[i] not in STOPWORDS and not is_num[i]:
             j = i
             while j + 1 < n and not ends_clause[j]:
-                if _capitalised(words[j + 1]) and not is_num[j + 1]:
+                # "I" after a name is a numeral ("World War I", "Division I"), not the pronoun; after one word that
+                # opens a sentence it is the pronoun ("Weeknights I cook")
+                numeral = _EDGE.sub("", words[j + 1]) == "I" and (j > i or not _opens_sentence(words, i))
+                if (_capitalised(words[j + 1]) or numeral) and not is_num[j + 1]:
                     j += 1
                 elif norm[j + 1] in NAME_JOINERS and j + 2 < n and _capitalised(words[j + 2]) and not ends_clause[j + 1]:
                     j += 2

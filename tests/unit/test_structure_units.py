@@ -209,6 +209,7 @@ def test_the_question_is_a_whole_sentence_across_abbreviations():
     ("He gets a $5 allowance a month from them.", "$5 allowance a month"),
     ("Founded by Claire Dubois in Lyon.", "Claire Dubois"),
     ("She joined Holland America Line in 1990.", "Holland America Line"),
+    ("Both teams play in NCAA Division I in the Pac-12.", "NCAA Division I"),  # a numeral, not the pronoun
     ("Deposits at the Bank of New Zealand grew.", "Bank of New Zealand"),
     ("The call is on Monday, 3 March at 10:30 am.", "Monday, 3 March at 10:30 am."),
     ("Doors open at 14:00 CET sharp.", "14:00 CET"),
@@ -219,6 +220,10 @@ def test_the_question_is_a_whole_sentence_across_abbreviations():
 ])
 def test_units(text, unit):
     assert unit in [u for u, _ in units(text)], units(text)
+
+
+def test_the_pronoun_i_joins_no_name():
+    assert not units("Anna and I went home. Then I left Paris. Weeknights I cook.")
 
 
 def test_a_quantity_takes_only_a_period_or_measure_after_a():
