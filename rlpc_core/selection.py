@@ -55,9 +55,17 @@ FILLER = frozenset("""a an the is are was were be been being am it its this that
 BINDING = frozenset("of to in on at by for with from as into onto upon about and".split())
 
 
+#: A word written in capitals is an acronym ("the US economy", "IT support", "the WHO"), not the filler it spells.
+_ACRONYM = re.compile(r"^\W*[A-Z]{2,}\W*$")
+
+
+def _is_filler(word: str, norm: str) -> bool:
+    return not norm or (norm in FILLER and not _ACRONYM.match(word))
+
+
 def filler_mask(words: Words) -> np.ndarray:
-    """Words in :data:`FILLER` (or punctuation alone)."""
-    return np.fromiter((normalize(w) in FILLER or not normalize(w) for w in words.tokens), dtype=bool, count=len(words))
+    """Words in :data:`FILLER` (or punctuation alone); an acronym in capitals is never filler."""
+    return np.fromiter((_is_filler(w, normalize(w)) for w in words.tokens), dtype=bool, count=len(words))
 
 
 def table_keys(words: Words) -> np.ndarray:
@@ -328,7 +336,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     norm = [normalize(w) for w in words.tokens]
     in_unit = units.mask(n)
     unit_of = units.unit_of(n)
-    filler = np.fromiter((x in FILLER or not x for x in norm), dtype=bool, count=n)
+    filler = np.fromiter((_is_filler(w, x) for w, x in zip(words.tokens, norm)), dtype=bool, count=n)
     filler &= ~in_unit
     critical = (in_unit | numbers | (structure.kind == MARKER) | table_keys(words)) & ~verbatim
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from rlpc_core import Compressor
+from rlpc_core.selection import filler_mask
 from rlpc_core.units import find_units
 from rlpc_core.words import split_words
 
@@ -612,3 +613,15 @@ def test_a_short_form_cuts_articles_before_the_words_that_bind_a_relation():
     out = Compressor().compress(text, rate=0.6, query="How much does a ticket cost now?")
     assert "from old rate of ten euros to new rate of twelve euros" in out.text and out.budget_met, out.text
     assert "except Monday" in out.text, out.text
+
+
+def test_an_acronym_in_capitals_is_not_the_filler_it_spells():
+    # "US" is not "us", "IT" not "it", "WHO" not "who": cut as filler, "Exports from the US to Canada" read "Exports
+    # from Canada", the other way round.
+    text = ("Tax competition in the US grew after 2008. The WHO said IT support for US hospitals is poor, and it was "
+            "not fixed. Exports from the US to Canada rose by 12% in 2015, the report said.")
+    for rate in (0.33, 0.5):
+        out = Compressor().compress(text, rate=rate, query="where did exports go from the US")
+        assert "Exports US Canada" in out.text or "Exports from US to Canada" in out.text, out.text
+    words = split_words("The WHO and IT teams told us it is who we are.")
+    assert [w for w, f in zip(words.tokens, filler_mask(words)) if not f] == ["WHO", "IT", "teams", "told"]
