@@ -791,9 +791,17 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     rank = np.asarray([ranks[it].max() for it in items])
     in_question = np.asarray([bool(asked_content[it].any()) for it in items])
     has_number = np.asarray([bool(numbers[it].any()) for it in items])
+    # the quantities of the sentences that name what the question asks about come first ("the bakery", "a Comfort
+    # trim"), then the others, each in reading order: a later fact builds on an earlier one ("twice as many cookies
+    # as muffins" needs "48 muffins"), so a tight budget keeps the bases rather than the best-scored relations
+    lemmas = _lemmas(words)
+    sent, _ = sentence_ids(words, units)
+    asked_lemmas = {lemmas[i] for i in np.flatnonzero(asked_content)}
+    named = {int(sent[i]) for i in range(n) if not asked[i] and lemmas[i] in asked_lemmas}
+    about = np.asarray([int(sent[it[0]]) in named for it in items])
     room -= take(np.lexsort((start, -rank, ~in_question))[: int(in_question.sum())],
                  int(question_share * budget))
-    room -= take(np.lexsort((start, -rank, ~has_number))[: int(has_number.sum())], room)
+    room -= take(np.lexsort((start, ~about, ~has_number))[: int(has_number.sum())], room)
     take(np.lexsort((start, -rank)), room)
     return keep
 

@@ -178,6 +178,9 @@ def test_a_tight_budget_keeps_numbers_with_what_they_count():
     c = Compressor()
     demo = c.compress(EXAMPLE_PROMPT, rate=0.5)  # what `rlpc compress --example` shows: instruction and question stay
     assert demo.budget_met and "Think step by step" in demo.text and "How much profit" in demo.text, demo.text
+    # the instruction and the question leave room for a third of the facts: the first ones, which the later ones build
+    # on, and which say what costs what (ranked by score alone, "twice as many cookies" and "30 more cookies" came first)
+    assert "muffins for $3 each" in demo.text and "48 muffins" in demo.text, demo.text
     problem = EXAMPLE_PROMPT.split("Question: ", 1)[1]
     half = c.compress(problem, rate=0.5)
     assert half.budget_met and "muffins for $3 each" in half.text and "cookies for $1.50 each" in half.text, half.text
