@@ -7,7 +7,7 @@ at rate 0.5 (``must_keep``). An item counts as kept when its words survive in or
 reader does without (articles, "is/are", pronouns, "of/to/in/for/with") may be missing. Every case is checked
 for the invariants that hold whatever the budget (units whole, JSON and code intact, the prompt's questions and
 options kept); the share of all items kept is a floor measured on this suite (graph 608/697 = 0.87, extractive
-598/697 = 0.86 on 7 December 2026; plain word selection 191/697 = 0.27), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
+599/697 = 0.86 on 7 December 2026; plain word selection 191/697 = 0.27), so a regression fails. Items whose keeping needs judgement beyond the words (the answer to a
 paraphrased question) are what the reader-measured benchmarks and the trained policy are for.
 """
 
