@@ -111,6 +111,17 @@ def sentence_ids(words: Words, units: Optional[Units] = None) -> tuple[np.ndarra
         if gap.count("\n") >= 2:
             p += 1
         sent[i], para[i] = s, p
+    if units is not None:
+        # a sentence that is one meaning unit and nothing else, on the line of the sentence before it, completes
+        # that sentence ("Comfort trim: 77 kWh battery, heated seats. €38,500."): alone, a price names no item
+        merged = False
+        for lo, hi in units.spans:
+            if 0 < lo and sent[lo] != sent[lo - 1] and (hi == n or sent[hi] != sent[hi - 1]) \
+                    and "\n" not in text[ends[lo - 1] : starts[lo]]:
+                sent[lo:hi] = sent[lo - 1]
+                merged = True
+        if merged:
+            sent = np.unique(sent, return_inverse=True)[1].astype(np.int64)
     return sent, para
 
 
@@ -806,6 +817,10 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     return keep
 
 
+#: A prompt of this many non-empty lines is a list, not a word problem (no GSM8K question has more than one line).
+LIST_LINES = 4
+
+
 def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, query: Optional[str]) -> bool:
     """A word problem (GSM8K-style): a short, plain prompt (no roles, headings, options, examples, code) whose
     sentences mostly state quantities and whose own final question (or closing instruction) asks for one.
@@ -816,6 +831,8 @@ def _is_math_problem(words: Words, structure: Structure, numbers: np.ndarray, qu
     passages, 9 had been compressed as word problems, into lists of numbers)."""
     if len(words) > 160:  # word problems are short (GSM8K: 46 words on average); a policy or a page is not
         return False
+    if sum(1 for line in words.text.splitlines() if line.strip()) >= LIST_LINES:
+        return False  # a price list or a schedule, line by line: its lines are items to select, not facts of one story
     plain = ~np.isin(structure.kind, [ROLE, OPTION, DEMO, JSON_, CODE])
     if not plain.all() or int((structure.kind == HEADING).sum()) > 1:
         return False
