@@ -545,9 +545,8 @@ def realize(plan: Plan, order: np.ndarray, budget: int) -> np.ndarray:
     Each block in turn, while the budget allows: its short form, else its deep form, else (the first block, or one
     holding the guide's answer; never a demonstration) the best of its words that fit (:func:`_cut_to_fit`), a block
     without the guide's answer leaving that answer's tokens until a block holding it is kept; then the budget left
-    puts back the best words the forms cut, whole units at a time, words of the kind the question
-    asks for first, then the words that bind a relation; then listed blocks that did not fit before may fit in what
-    is left.
+    puts back the best words the forms cut, whole units at a time, words of the kind the question asks for first,
+    then the words that bind a relation; then listed blocks that did not fit before may fit in what is left.
     """
     costs, block, free = plan.costs, plan.block, plan.free
     keep = plan.verbatim.copy()
@@ -778,7 +777,8 @@ def _select_facts(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: 
     """A math problem: every sentence holds a fact the answer needs, so no sentence is dropped whole. Items are
     meaning units and single words; a number is kept only with its unit or object (its quantity unit). What is
     asked comes first, up to ``question_share`` of the budget (without it the facts answer nothing), then the
-    quantities, then the best-ranked other words, while the budget allows."""
+    quantities (those of sentences sharing the question's words first, each in reading order), then the best-ranked
+    other words, while the budget allows."""
     n = len(words)
     ranks = percentile_ranks(np.asarray(scores, dtype=np.float64))
     unit_of = units.unit_of(n)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from rlpc_core import Compressor
-from rlpc_core.selection import filler_mask
+from rlpc_core.selection import filler_mask, sentence_ids
 from rlpc_core.units import find_units
 from rlpc_core.words import split_words
 
@@ -630,14 +630,10 @@ def test_an_acronym_in_capitals_is_not_the_filler_it_spells():
     assert [w for w, f in zip(words.tokens, filler_mask(words)) if not f] == ["WHO", "IT", "teams", "told"]
 
 
-
 def test_a_price_list_is_selected_line_by_line_with_its_prices():
     # A list dense with numbers that asks for a total is not a word problem: its lines are items to select whole, not
     # facts to cut to their numbers ("Extras: £5; £30;" said nothing of what costs £5), and a price alone after an
     # item's description ("... pool. £70.") completes that line rather than standing as a sentence of its own.
-    from rlpc_core.selection import sentence_ids
-    from rlpc_core.units import find_units
-
     text = ("Harbour Gym membership prices (per month, including locker)\n"
             "Basic plan: gym floor, changing rooms, off-peak hours only. £25.\n"
             "Premium plan: gym floor, all classes, sauna, peak hours, one guest pass. £45.\n"
