@@ -433,12 +433,18 @@ class Compressor:
         return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
 
     def _guided(self, job: "_Job") -> tuple[Optional[np.ndarray], Optional[str]]:
-        """Where the guide's answer to the call's query occurs, and why there is none if the guide failed. Only
-        with a query: a prompt's own question may be a task (a word problem) whose answer is not in the text."""
+        """Where the guide's answer to the call's query occurs (weight 1) and its second guess (``guide_runner_up``),
+        and why there is none if the guide failed. Only with a query: a prompt's own question may be a task (a word
+        problem) whose answer is not in the text."""
         if self._guide is None or not job.query:
             return None, None
         try:
-            return answer_mask(job.words, self._guide.answer(job.clean, job.query)), None
+            weights = answer_mask(job.words, self._guide.answer(job.clean, job.query)).astype(np.float64)
+            share = self.config.selection.guide_runner_up
+            second = self._guide.runner_up(job.clean, job.query) if share else None
+            if second is not None:
+                weights = np.maximum(weights, share * answer_mask(job.words, second[0]))
+            return weights, None
         except Exception as err:  # a guide is a help, never a requirement: compress without it and say so
             # the reason travels in result.fallback; the traceback only for those who ask for debug logs
             log.warning("guide %s failed (%s: %s); compressing without it", self._guide.spec, type(err).__name__, err)

@@ -168,6 +168,11 @@ class SelectionConfig:
     #: much better outrank a wrong guess (points lost at rate 0.33: 8.0 against 12.5 with 2.0). Used only when a
     #: guide is set and the call gives a query; 0 turns the guide's answer off (in the ranking and in cuts).
     guide_bonus: float = 1.0
+    #: Share of ``guide_bonus`` for a sentence holding the guide's second guess (:meth:`Guide.runner_up`: the reply
+    #: it would have given had it begun otherwise, when that beginning had at least a 5% chance; llama.cpp guides
+    #: only). Chosen on the same train rows (docs/compression.md): points lost at 0.33 / 0.5, SQuAD 5.5 / 6.0 with
+    #: 1.0, 6.0 / 7.0 with 0.5, 7.5 / 8.5 with none; NQ 17.3 / 7.6, 16.8 / 9.6, 17.8 / 10.2. 0 asks for none.
+    guide_runner_up: float = 1.0
     #: Weight of the policy's own block logit in a block's value: the mean of its raw word scores over the block's
     #: content words, added to the value above (whose policy part is only the scores' within-prompt ranks, a small
     #: share next to the question coverage and the priors). 0 for policies whose scores are not logits (the
@@ -199,6 +204,7 @@ class SelectionConfig:
         _number("lead_bonus", self.lead_bonus, 0.0, 10.0)
         _number("answer_type_bonus", self.answer_type_bonus, 0.0, 10.0)
         _number("guide_bonus", self.guide_bonus, 0.0, 10.0)
+        _number("guide_runner_up", self.guide_runner_up, 0.0, 1.0)
         _number("math_question_share", self.math_question_share, 0.0, 1.0)
         _number("auto_threshold", self.auto_threshold, 0.0, 1.0, fix="use a share of the best block's value, e.g. 0.6")
 

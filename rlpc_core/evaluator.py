@@ -40,7 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from .backends import BACKEND_OPTIONS, Reply, backend_kind, make_backend
+from .backends import BACKEND_OPTIONS, ReaderCapabilityError, Reply, backend_kind, make_backend
 from .config import check_texts
 from .models import cache_dir
 
@@ -623,6 +623,29 @@ class Evaluator:
         prompts = [build_prompt(task, x, q) for x, q in zip(texts, questions)]
         out = self.replies(prompts, max_new_tokens=max_new_tokens, stop=t.stop)
         return [EvalAnswer(reply.text, t.extract(reply.text), cached, reply) for reply, cached in out]
+
+    def runner_ups(self, prompts: Sequence[str], *, k: int = 1, max_new_tokens: Optional[int] = None,
+                   stop: Sequence[str] = ()) -> list[list[tuple[str, float]]]:
+        """Per prompt, the replies that begin with the ``k`` next most likely first tokens after the greedy reply's,
+        each continued greedily: ``(text, log-probability of its first token)``. What else the reader might have
+        said, and how nearly: a guide's second guess. Only in-process llama.cpp readers can force a first token;
+        others raise :class:`~rlpc_core.backends.ReaderCapabilityError`."""
+        prompts = check_texts("prompts", prompts)
+        k = _positive_int("k", k)
+        n = self.max_new_tokens if max_new_tokens is None else _positive_int("max_new_tokens", max_new_tokens)
+        compute_one = getattr(self.backend, "runner_ups", None)
+        if compute_one is None:
+            raise ReaderCapabilityError(f"the reader {self.model_spec!r} ({self.kind}) cannot force a reply's first "
+                                        "token, which runner-up replies need; use a llamacpp: reader")
+        stop = tuple(stop)
+        kind = f"runner_ups|k={k}" + ("" if not stop else "|stop=" + json.dumps(stop))
+        keys = [cache_key(self.model_key, kind, n, p) for p in prompts]
+
+        def compute(batch: list[str]) -> Iterable[tuple[int, Any]]:
+            for j, alts in compute_one(batch, k=k, max_new_tokens=n, stop=stop):
+                yield j, [[text, logprob] for text, logprob in alts]
+
+        return [[(str(t), float(lp)) for t, lp in v] for v, _ in self._cached(keys, prompts, compute)]
 
     # -- several rewards' requests at once
     def prefetch(self, requests: Iterable[ReaderRequest]) -> int:

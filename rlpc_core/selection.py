@@ -243,7 +243,8 @@ def select(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np.ndar
     """``(keep, verbatim)``: the keep mask of ``words`` (see the module docstring) and the words it kept whatever
     the budget. ``numbers``: words the policy protects (kept within their kept block); ``verbatim``: words to keep
     whatever the budget, of which ``user`` were protected by the caller (a math problem's question is not kept
-    verbatim: its facts need the room); ``guided``: where a guide's answer occurs (:mod:`rlpc_core.guide`);
+    verbatim: its facts need the room); ``guided``: where a guide's answer occurs (bool, or a weight per word: 1
+    for its answer, ``guide_runner_up`` for its second guess; :mod:`rlpc_core.guide`);
     ``budget=None``: the dynamic rate; ``count``: the exact token count of a keep mask's text (words' costs need not
     add up to it: tokens merge and split at the new boundaries), so that an overshoot is taken from the least
     valuable kept sentence (:func:`trim_weakest`) rather than from the weakest words wherever they are."""
@@ -411,14 +412,17 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     if not config.guide_bonus:
         guided = None  # a bonus of 0 turns the guide's answer off, in the ranking and in cuts alike
     if guided is not None:
-        # a guide that read the whole text points at the sentences holding its answer (rlpc_core.guide); its answer's
-        # words also come first when such a sentence must be cut to fit, before words of the kind asked for
-        guided = free & guided
+        # a guide that read the whole text points at the sentences holding its answer (weight 1) and its second
+        # guess (guide_runner_up; rlpc_core.guide); their words also come first when such a sentence must be cut to
+        # fit, before words of the kind asked for. Words of weight 1 also keep their room (realize) and go last in a
+        # trim (trim_weakest).
+        weight = np.where(free, np.asarray(guided, dtype=np.float64), 0.0)
         hint = np.zeros(n_blocks)
-        hint[np.unique(block[guided])] = 1.0
+        np.maximum.at(hint, block[free], weight[free])
         hint[is_demo] = 0.0
         value = value + config.guide_bonus * hint
-        typed_words = typed_words | guided
+        typed_words = typed_words | (weight > 0)
+        guided = weight >= 1.0
     if structure.prior is not None:  # boilerplate and quoted history count for less
         prior_sum = np.bincount(block[free], weights=structure.prior[free], minlength=n_blocks)
         value = value + prior_sum / np.maximum(all_counts, 1)

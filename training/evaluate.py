@@ -197,6 +197,9 @@ class OracleGuide:
         low = text.lower()
         return next((a for a in self.golds.get(query, ()) if a and a.lower() in low), "")
 
+    def runner_up(self, text: str, query: str) -> None:
+        return None  # it knows
+
 
 def _base_policy(name: str) -> Optional[str]:
     """The policy of ``policy+guide`` or ``policy+oracle`` (``None`` for any other name)."""

@@ -256,6 +256,29 @@ class LlamaCppBackend:
                      prefill_seconds=t1 - t0, generation_seconds=t2 - t1, seconds=t2 - t0,
                      finish_reason=choice.get("finish_reason"))
 
+    def runner_ups(self, prompts: Sequence[str], *, k: int, max_new_tokens: int,
+                   stop: Sequence[str] = ()) -> Iterator[tuple[int, list[tuple[str, float]]]]:
+        """For each prompt, the ``k`` replies that begin with the next most likely first tokens after the greedy
+        one, each continued greedily: ``(text, log-probability of its first token)``, most likely first."""
+        llm, lock, render = self._load()
+        for i, prompt in enumerate(prompts):
+            with lock:
+                tokens = chat_tokens(llm, render(prompt))
+                _check_fits(llm, len(tokens) + max_new_tokens, f"a prompt of {len(tokens)} tokens plus "
+                            f"{max_new_tokens} new")
+                _prefill(llm, tokens, self.prefix_cache)  # the greedy reply's prefill, reused when it came just before
+                row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+                logprobs = row - (row.max() + math.log(float(np.exp(row - row.max()).sum())))
+                out = []
+                for first in np.argsort(-logprobs)[1 : k + 1]:  # [0] is the greedy reply's own first token
+                    # the prompt plus the forced first token: its KV cache is the prompt's, reused
+                    got = llm.create_completion(tokens + [int(first)], max_tokens=max_new_tokens, temperature=0.0,
+                                                top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                                stop=list(stop) or None, seed=0)
+                    head = llm.detokenize([int(first)]).decode("utf-8", errors="ignore")
+                    out.append(((head + got["choices"][0]["text"]).strip(), float(logprobs[first])))
+            yield i, out
+
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> Iterator[tuple[int, float]]:
         llm, lock, render = self._load()
         for i, (prompt, target) in enumerate(pairs):

@@ -266,6 +266,48 @@ def test_llamacpp_template_matches_llama_cpp_python_and_likelihoods_match_full_l
 
 
 @needs_llama_cpp
+def test_llamacpp_runner_ups_begin_with_the_next_likeliest_tokens_and_go_on_greedily(tmp_path):
+    # checked against a second instance that computes every logit: the runner-ups' first tokens are the likeliest
+    # after the greedy one's, with the full logits' log-probabilities, and each goes on as plain greedy decoding
+    # from that token does. Close, not equal: the prompt's last token is decoded alone here (the rest of its KV
+    # cache reused) and within the whole prompt's batch there, and quantized kernels round differently; near-ties
+    # may swap places, so the likeliest four are compared as a set.
+    import numpy as np
+    from llama_cpp import Llama
+
+    from rlpc_core.backends.llamacpp import chat_tokens
+    from rlpc_core.models import gguf_path
+
+    cache = tmp_path / "ru.sqlite"
+    ev = Evaluator(f"llamacpp:{SMOL}", max_new_tokens=8, cache=cache, n_ctx=1024, threads=2)
+    prompt = "Name a colour. Answer in one word."
+    greedy = ev.generate([prompt])[0]
+    (alts,) = ev.runner_ups([prompt], k=2)
+    llm, _, render = ev.backend._load()
+    tokens = chat_tokens(llm, render(prompt))
+    full = Llama(model_path=str(gguf_path(SMOL)), n_ctx=1024, n_threads=2, logits_all=True, verbose=False)
+    full.eval(tokens)
+    row = np.asarray(full.scores[len(tokens) - 1], dtype=np.float64)
+    logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
+    order = np.argsort(-logp)
+    expected = {}
+    for first in order[1:4]:
+        more = full.create_completion(tokens + [int(first)], max_tokens=8, temperature=0.0, top_k=1, seed=0)
+        head = full.detokenize([int(first)]).decode("utf-8", errors="ignore")
+        expected[(head + more["choices"][0]["text"]).strip()] = float(logp[first])
+    assert greedy.startswith(full.detokenize([int(order[0])]).decode("utf-8", errors="ignore").strip())
+    full.close()
+    assert len(alts) == 2 and alts[0][1] >= alts[1][1] and greedy not in [t for t, _ in alts]
+    for text, lp in alts:
+        assert text in expected and lp == pytest.approx(expected[text], abs=0.1), (text, lp, expected)
+    again = Evaluator(f"llamacpp:{SMOL}", max_new_tokens=8, cache=cache, n_ctx=1024, threads=2)
+    assert again.runner_ups([prompt], k=2) == [alts]  # from the cache: the model is not loaded for it
+    assert again.backend._render is None
+    with pytest.raises(ReaderCapabilityError, match="runner-up"):
+        Evaluator(SMOL, cache=False).runner_ups([prompt])
+
+
+@needs_llama_cpp
 def test_llamacpp_likelihood_prefers_the_right_context_like_transformers(tmp_path):
     prompts = ["Context: The Eiffel Tower is in Paris.\n\nQuestion: In which city is the Eiffel Tower?",
                "Context: It was finished in 1889.\n\nQuestion: In which city is the Eiffel Tower?"]

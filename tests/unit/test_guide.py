@@ -159,3 +159,31 @@ def test_the_sentence_the_guide_points_at_is_kept_whole_when_it_fits(monkeypatch
         guided = Compressor(guide=SPEC).compress(text, rate=rate, query=query)
         assert answer_sentence in guided.text and guided.budget_met, guided.text
         assert answer_sentence not in Compressor().compress(text, rate=rate, query=query).text  # cut without a guide
+
+
+def test_the_guides_second_guess_ranks_its_sentence_above_the_unrelated_ones(monkeypatch):
+    # A wrong answer ("the docks") and, where the guide was less sure how to begin, its second guess: the name. The
+    # second guess's sentence ranks above the sentences nothing points at; asked only when its share of the bonus
+    # is not 0.
+    text = ("The Harbour Line opened in the port city of Kessel in 1902. Its green cars ran every ten minutes between "
+            "the docks and the cathedral square. Its route was drawn by Ilse Marten, a surveyor from Rostock. Its cars "
+            "were painted a darker green in 1920 and again in 1931.")
+    query = "who designed the Harbour Line"
+    monkeypatch.setattr(Guide, "answer", lambda self, t, q: "the docks")
+    monkeypatch.setattr(Guide, "runner_up", lambda self, t, q: ("Ilse Marten", 0.2))
+    out = Compressor(guide=SPEC).compress(text, rate=0.6, query=query)
+    assert "drawn by Ilse Marten" in out.text and "docks" in out.text and "1931" not in out.text, out.text
+    assert out.budget_met and out.fallback is None
+
+    def refuse(self, t, q):
+        raise AssertionError("the second guess was asked for with guide_runner_up=0")
+
+    monkeypatch.setattr(Guide, "runner_up", refuse)
+    alone = Compressor(guide=SPEC, selection={"guide_runner_up": 0}).compress(text, rate=0.6, query=query)
+    assert "Ilse Marten" not in alone.text and "1931" in alone.text, alone.text
+
+
+def test_a_second_guess_needs_a_reader_that_can_force_a_first_token(monkeypatch):
+    # a server or transformers guide gives its answer alone: no error, no second guess, nothing loaded for it
+    guide = Compressor(guide=SPEC).guide
+    assert guide.runner_up(TEXT, QUERY) is None
