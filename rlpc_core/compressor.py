@@ -439,9 +439,10 @@ class Compressor:
         if self._guide is None or not job.query:
             return None, None
         try:
-            weights = answer_mask(job.words, self._guide.answer(job.clean, job.query)).astype(np.float64)
+            answer = self._guide.answer(job.clean, job.query)
+            weights = answer_mask(job.words, answer).astype(np.float64)
             share = self.config.selection.guide_runner_up
-            second = self._guide.runner_up(job.clean, job.query) if share else None
+            second = self._guide.runner_up(job.clean, job.query, answer) if share else None
             if second is not None:
                 weights = np.maximum(weights, share * answer_mask(job.words, second[0]))
             return weights, None

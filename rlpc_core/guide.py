@@ -5,11 +5,13 @@ Lexical relevance finds the sentence that talks about the question; the sentence
 of its words ("when does the new death of superman come out" -> "... will be released as a two-part film in 2018
 and 2019"). A 0.5B reader that has read the whole passage points at it: on 150 held-out NQ rows the 1.5B reader
 loses 16.0 points at rate 0.33 with the guide and 31.3 without it (benchmarks/results/reader-guide-heldout). The
-guide only adds value (``SelectionConfig.guide_bonus``) to the sentences holding its answer; the budget, the
+guide only adds value (``SelectionConfig.guide_bonus``) to the sentences holding its answer, and where it hesitated
+over how to begin (a llama.cpp guide), to those holding its second guess (``guide_runner_up``); the budget, the
 structure and every other rank stay, so a wrong guess costs at most one sentence of budget.
 
-It costs one short generation per call (about 1 s for a 150-token passage with the 0.5B GGUF on 2 cores; replies
-are cached on disk by the reader's identity, so the same text and query are answered once), and is off unless
+It costs one short generation per call, two when it hesitates (about 1 s for a 150-token passage with the 0.5B GGUF
+on 2 cores, the second guess reusing the first's prefill; replies are cached on disk by the reader's identity, so the
+same text and query are answered once), and is off unless
 ``Compressor(guide="llamacpp:qwen2.5-coder-0.5b-instruct")`` (any reader spec) asks for it. Use a reader smaller
 and cheaper than the model you pay for: the point is to spend a little locally to send fewer tokens upstream.
 """
@@ -56,9 +58,10 @@ class Guide:
         """The guide's short answer to ``query`` from ``text`` (the evaluator's QA prompt and answer extraction)."""
         return str(self.evaluator.answer("qa", [text], [query])[0].answer or "")
 
-    def runner_up(self, text: str, query: str) -> Optional[tuple[str, float]]:
-        """The guide's second guess and how likely its first token was (``None`` when the reader cannot say or its
-        second guess is the answer again, or nothing): the answer it would have given had it not begun as it did.
+    def runner_up(self, text: str, query: str, answer: str) -> Optional[tuple[str, float]]:
+        """The guide's second guess after ``answer`` (its own) and how likely its first token was: the answer it would
+        have given had it not begun as it did. ``None`` when the reader cannot say, that beginning had less than
+        :data:`MIN_RUNNER_UP` of chance, or the second guess is empty or ``answer`` again.
 
         A 0.5B guide is wrong on about a third of NQ and SQuAD train rows; where it is, its second guess often
         names the right thing from another sentence ("Cristin Milioti" played the mother; "Tracy McConnell" was
@@ -73,7 +76,7 @@ class Guide:
             return None
         second = str(task.extract(text_lp[0]) or "").strip()
         probability = math.exp(text_lp[1])
-        if probability < MIN_RUNNER_UP or not second or normalize(second) == normalize(self.answer(text, query)):
+        if probability < MIN_RUNNER_UP or not second or normalize(second) == normalize(answer):
             return None
         return second, probability
 

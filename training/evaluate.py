@@ -197,7 +197,7 @@ class OracleGuide:
         low = text.lower()
         return next((a for a in self.golds.get(query, ()) if a and a.lower() in low), "")
 
-    def runner_up(self, text: str, query: str) -> None:
+    def runner_up(self, text: str, query: str, answer: str) -> None:
         return None  # it knows
 
 

@@ -170,12 +170,12 @@ def test_the_guides_second_guess_ranks_its_sentence_above_the_unrelated_ones(mon
             "were painted a darker green in 1920 and again in 1931.")
     query = "who designed the Harbour Line"
     monkeypatch.setattr(Guide, "answer", lambda self, t, q: "the docks")
-    monkeypatch.setattr(Guide, "runner_up", lambda self, t, q: ("Ilse Marten", 0.2))
+    monkeypatch.setattr(Guide, "runner_up", lambda self, t, q, a: ("Ilse Marten", 0.2))
     out = Compressor(guide=SPEC).compress(text, rate=0.6, query=query)
     assert "drawn by Ilse Marten" in out.text and "docks" in out.text and "1931" not in out.text, out.text
     assert out.budget_met and out.fallback is None
 
-    def refuse(self, t, q):
+    def refuse(self, t, q, a):
         raise AssertionError("the second guess was asked for with guide_runner_up=0")
 
     monkeypatch.setattr(Guide, "runner_up", refuse)
@@ -186,4 +186,4 @@ def test_the_guides_second_guess_ranks_its_sentence_above_the_unrelated_ones(mon
 def test_a_second_guess_needs_a_reader_that_can_force_a_first_token(monkeypatch):
     # a server or transformers guide gives its answer alone: no error, no second guess, nothing loaded for it
     guide = Compressor(guide=SPEC).guide
-    assert guide.runner_up(TEXT, QUERY) is None
+    assert guide.runner_up(TEXT, QUERY, "Ilse Marten") is None
