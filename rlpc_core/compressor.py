@@ -23,7 +23,7 @@ from .guide import Guide, answer_mask
 from .policies import ExtractivePolicy, check_policy_name, make_policy
 from . import rewrite_rules
 from .result import CompressionResult
-from .selection import filler_mask, fit_exact, percentile_ranks, select
+from .selection import filler_mask, fit_exact, percentile_ranks, relevant_excerpt, select
 from .spans import VERBATIM_TAGS, ProtectSpec, check_protect, find_protected, merge_spans, spans_survive, strip_tags
 from .structure import analyze, task_text
 from .tokens import TokenCounter, get_counter
@@ -401,7 +401,7 @@ class Compressor:
             structure = job.structure
             units = find_units(job.words.tokens, job.words.line_breaks) if sel.units else Units((), ())
             protected = structure.verbatim | user
-            guided, unguided = self._guided(job)
+            guided, unguided = self._guided(job, units)
             fallback = "; ".join(x for x in (fallback, unguided) if x) or None
             keep, protected = select(job.words, job.costs, scores, scored.protected, protected, structure, units,
                                      job.budget, query=job.query, config=sel, user=user, guided=guided,
@@ -432,17 +432,24 @@ class Compressor:
         protected_ok = bool(keep[protected].all())
         return job.result(keep, text, compressed, policy.name, protected_ok, counter, fallback=fallback)
 
-    def _guided(self, job: "_Job") -> tuple[Optional[np.ndarray], Optional[str]]:
+    def _guided(self, job: "_Job", units: Units) -> tuple[Optional[np.ndarray], Optional[str]]:
         """Where the guide's answer to the call's query occurs (weight 1) and its second guess (``guide_runner_up``),
         and why there is none if the guide failed. Only with a query: a prompt's own question may be a task (a word
-        problem) whose answer is not in the text."""
+        problem) whose answer is not in the text. Of a long text the guide reads the most relevant part
+        (``guide_reads``); its answer is then looked for in the whole text."""
         if self._guide is None or not job.query:
             return None, None
         try:
-            answer = self._guide.answer(job.clean, job.query)
+            sel = self.config.selection
+            text = job.clean
+            if sel.guide_reads and job.structure is not None:
+                read = relevant_excerpt(job.words, job.costs, job.structure, units, job.query, sel.guide_reads)
+                if not read.all():
+                    text = join_kept(job.words, read)
+            answer = self._guide.answer(text, job.query)
             weights = answer_mask(job.words, answer).astype(np.float64)
-            share = self.config.selection.guide_runner_up
-            second = self._guide.runner_up(job.clean, job.query, answer) if share else None
+            share = sel.guide_runner_up
+            second = self._guide.runner_up(text, job.query, answer) if share else None
             if second is not None:
                 weights = np.maximum(weights, share * answer_mask(job.words, second[0]))
             return weights, None

@@ -171,6 +171,34 @@ def question_weights(query: Optional[str], words: Words, structure: Structure, l
     return {l: math.log(1.0 + n_sent / df[l]) for l in q_lemmas if df[l] > 0}
 
 
+def relevant_excerpt(words: Words, costs: np.ndarray, structure: Structure, units: Units, query: str,
+                     max_tokens: int) -> np.ndarray:
+    """The words of the paragraphs that cover the query best, up to ``max_tokens``, in reading order: what a guide
+    reads of a long text (``SelectionConfig.guide_reads``). Paragraphs go by their question coverage, their
+    sentences by theirs, so the best paragraph is read whole (its answer sentence may share no word with the
+    question) before the next one's best sentences; a sentence that does not fit is passed over for a shorter one."""
+    n = len(words)
+    costs = np.asarray(costs, dtype=np.int64)
+    if int(costs.sum()) <= max_tokens:
+        return np.ones(n, dtype=bool)
+    sent, para = sentence_ids(words, units)
+    lemmas = _lemmas(words)
+    q = question_weights(query, words, structure, lemmas, sent)
+    n_sent, n_para = int(sent.max()) + 1, int(para.max()) + 1
+    sent_cov = _coverage(sent, lemmas, q, n_sent) if q else np.zeros(n_sent)
+    para_cov = _coverage(para, lemmas, q, n_para) if q else np.zeros(n_para)
+    sent_para = np.zeros(n_sent, dtype=np.int64)
+    sent_para[sent] = para
+    sent_cost = np.bincount(sent, weights=costs, minlength=n_sent)
+    keep_sent = np.zeros(n_sent, dtype=bool)
+    room = max_tokens
+    for s in np.lexsort((np.arange(n_sent), -sent_cov, -para_cov[sent_para])):
+        if sent_cost[s] <= room:
+            keep_sent[s] = True
+            room -= int(sent_cost[s])
+    return keep_sent[sent]
+
+
 def _leads(block: np.ndarray, free: np.ndarray, sent: np.ndarray, para: np.ndarray, is_demo: np.ndarray,
            n_blocks: int) -> np.ndarray:
     """1 for the block holding a paragraph's first sentence, else 0 (never a demonstration)."""

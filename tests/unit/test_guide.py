@@ -187,3 +187,22 @@ def test_a_second_guess_needs_a_reader_that_can_force_a_first_token(monkeypatch)
     # a server or transformers guide gives its answer alone: no error, no second guess, nothing loaded for it
     guide = Compressor(guide=SPEC).guide
     assert guide.runner_up(TEXT, QUERY, "Ilse Marten") is None
+
+
+def test_of_a_long_text_the_guide_reads_the_paragraphs_that_cover_the_query(monkeypatch):
+    # Its time grows with what it reads: with guide_reads, of a long text it gets the paragraph that covers the
+    # question best, whole (the answer's sentence shares no word with the question), in reading order, within that
+    # many tokens; its answer is then found in the whole text.
+    filler = ("The valley's orchards were planted in rows along the river, and every spring the growers met at the "
+              "old mill to agree on the price of apples, pears and plums for the season. ")
+    paragraphs = [filler * 3, TEXT, filler * 3]
+    text = "\n\n".join(p.strip() for p in paragraphs)
+    read = []
+    monkeypatch.setattr(Guide, "answer", lambda self, t, q: read.append(t) or "Ilse Marten")
+    out = Compressor(guide=SPEC, selection={"guide_reads": 80}).compress(text, rate=0.33, query=QUERY)
+    assert read and TEXT in read[-1] and "orchards" not in read[-1], read
+    assert "Ilse Marten" in out.text and out.budget_met, out.text
+    Compressor(guide=SPEC).compress(text, rate=0.33, query=QUERY)
+    assert read[-1] == text  # 0 (the default) reads the whole text
+    Compressor(guide=SPEC, selection={"guide_reads": 512}).compress(TEXT, rate=0.33, query=QUERY)
+    assert read[-1] == TEXT  # a text within guide_reads is read as it is
