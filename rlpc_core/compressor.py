@@ -442,7 +442,7 @@ class Compressor:
         try:
             sel = self.config.selection
             text = job.clean
-            if sel.guide_reads and job.structure is not None:
+            if sel.guide_reads:
                 read = relevant_excerpt(job.words, job.costs, job.structure, units, job.query, sel.guide_reads)
                 if not read.all():
                     text = join_kept(job.words, read)

@@ -34,7 +34,7 @@ DEFAULT_GUIDE = "llamacpp:qwen2.5-coder-0.5b-instruct"
 #: Replies longer than this (in words) are explanations, not answers: too vague to point at one sentence.
 MAX_ANSWER_WORDS = 12
 
-#: A second guess whose first token had less chance than this is not asked for (nor weighed): the guide was sure.
+#: A second guess whose first token had less chance than this is not used: the guide was sure of its beginning.
 MIN_RUNNER_UP = 0.05
 
 

@@ -440,7 +440,7 @@ def plan_blocks(words: Words, costs: np.ndarray, scores: np.ndarray, numbers: np
     if not config.guide_bonus:
         guided = None  # a bonus of 0 turns the guide's answer off, in the ranking and in cuts alike
     if guided is not None:
-        # a guide that read the whole text points at the sentences holding its answer (weight 1) and its second
+        # a guide that read the text first points at the sentences holding its answer (weight 1) and its second
         # guess (guide_runner_up; rlpc_core.guide); their words also come first when such a sentence must be cut to
         # fit, before words of the kind asked for. Words of weight 1 also keep their room (realize) and go last in a
         # trim (trim_weakest).
