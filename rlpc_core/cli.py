@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--tokenizer", help="tokenizer to count tokens in (embedded alias, HF id/folder, tiktoken:NAME, words)")
     c.add_argument("--guide", help="a small reader that answers --query from the whole text first, so the sentences "
                    "holding its answer rank first (e.g. llamacpp:qwen2.5-coder-0.5b-instruct)")
+    c.add_argument("--guide-reads", type=int, metavar="TOKENS",
+                   help="of a longer text the guide reads only the paragraphs that cover --query best, up to TOKENS "
+                        "(faster on one long document; not for many retrieved passages; default: all of it)")
     c.add_argument("--json", action="store_true", help="print every field of the result as JSON")
     c.add_argument("--example", action="store_true", help="compress a built-in GSM8K-style example and show the figures")
 
@@ -118,6 +121,8 @@ def _compress(args) -> int:
 
     prompt = _read_prompt(args)
     settings = {k: v for k, v in (("policy", args.policy), ("tokenizer", args.tokenizer), ("guide", args.guide)) if v}
+    if args.guide_reads is not None:
+        settings["selection"] = {"guide_reads": args.guide_reads}  # merged into the (checkpoint's) selection
     compressor = Compressor.from_pretrained(args.checkpoint, **settings) if args.checkpoint else Compressor(**settings)
     protect = list(args.protect)
     for pattern in args.protect_regex:

@@ -91,3 +91,10 @@ def test_a_guide_on_the_command_line_and_when_it_cannot_answer():
     assert "Traceback" not in err
     bad = run("compress", text, "--query", "Who built it?", "--guide", "llamacpp:no/such.gguf")
     assert bad.returncode == 2 and "no such file" in bad.stderr.decode()
+    # how much of a long text the guide reads: a setting of the selection, checked like the others
+    reads = run("compress", text, "--rate", "0.5", "--query", "Who built it?", "--guide", "openai:http://127.0.0.1:9/v1#g",
+                "--guide-reads", "512")
+    assert reads.returncode == 0 and reads.stdout == plain.stdout
+    wrong = run("compress", text, "--query", "Who built it?", "--guide", "openai:http://127.0.0.1:9/v1#g",
+                "--guide-reads", "-1")
+    assert wrong.returncode == 2 and "guide_reads=-1 must be an integer >= 0" in wrong.stderr.decode()
