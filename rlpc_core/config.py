@@ -169,9 +169,10 @@ class SelectionConfig:
     #: guide is set and the call gives a query; 0 turns the guide's answer off (in the ranking and in cuts).
     guide_bonus: float = 1.0
     #: Share of ``guide_bonus`` for a sentence holding the guide's second guess (:meth:`Guide.runner_up`: the reply
-    #: it would have given had it begun otherwise, when that beginning had at least a 5% chance; llama.cpp guides
-    #: only). Chosen on the same train rows (docs/compression.md): points lost at 0.33 / 0.5, SQuAD 5.5 / 6.0 with
-    #: 1.0, 6.0 / 7.0 with 0.5, 7.5 / 8.5 with none; NQ 17.3 / 7.6, 16.8 / 9.6, 17.8 / 10.2. 0 asks for none.
+    #: it would have given had it begun otherwise, when that beginning had at least a 5% chance; llama.cpp guides,
+    #: in process or behind ``rlpc serve-reader``). Chosen on the same train rows (docs/compression.md): points lost
+    #: at 0.33 / 0.5, SQuAD 5.5 / 6.0 with 1.0, 6.0 / 7.0 with 0.5, 7.5 / 8.5 with none; NQ 17.3 / 7.6, 16.8 / 9.6,
+    #: 17.8 / 10.2. 0 asks for none.
     guide_runner_up: float = 1.0
     #: Tokens of a long text the guide reads, if not 0 (the whole text): the paragraphs and sentences that cover
     #: the query best, in reading order (:func:`rlpc_core.selection.relevant_excerpt`), so that its time does not

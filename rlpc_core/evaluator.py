@@ -628,15 +628,16 @@ class Evaluator:
                    stop: Sequence[str] = ()) -> list[list[tuple[str, float]]]:
         """Per prompt, the replies that begin with the ``k`` next most likely first tokens after the greedy reply's,
         each continued greedily: ``(text, log-probability of its first token)``. What else the reader might have
-        said, and how nearly: a guide's second guess. Only in-process llama.cpp readers can force a first token;
-        others raise :class:`~rlpc_core.backends.ReaderCapabilityError`."""
+        said, and how nearly: a guide's second guess. In-process llama.cpp readers and ``rlpc serve-reader`` can
+        force a first token; other readers raise :class:`~rlpc_core.backends.ReaderCapabilityError`."""
         prompts = check_texts("prompts", prompts)
         k = _positive_int("k", k)
         n = self.max_new_tokens if max_new_tokens is None else _positive_int("max_new_tokens", max_new_tokens)
         compute_one = getattr(self.backend, "runner_ups", None)
         if compute_one is None:
             raise ReaderCapabilityError(f"the reader {self.model_spec!r} ({self.kind}) cannot force a reply's first "
-                                        "token, which runner-up replies need; use a llamacpp: reader")
+                                        "token, which runner-up replies need; use a llamacpp: reader or a server "
+                                        "started by `rlpc serve-reader`")
         stop = tuple(stop)
         kind = f"runner_ups|k={k}" + ("" if not stop else "|stop=" + json.dumps(stop))
         keys = [cache_key(self.model_key, kind, n, p) for p in prompts]

@@ -6,8 +6,9 @@ of its words ("when does the new death of superman come out" -> "... will be rel
 and 2019"). A 0.5B reader that has read the whole passage points at it: on 150 held-out NQ rows the 1.5B reader
 loses 16.0 points at rate 0.33 with the guide and 31.3 without it (benchmarks/results/reader-guide-heldout). The
 guide only adds value (``SelectionConfig.guide_bonus``) to the sentences holding its answer, and where it hesitated
-over how to begin (a llama.cpp guide), to those holding its second guess (``guide_runner_up``); the budget, the
-structure and every other rank stay, so a wrong guess costs at most one sentence of budget.
+over how to begin (a llama.cpp guide, in process or behind ``rlpc serve-reader``), to those holding its second guess
+(``guide_runner_up``); the budget, the structure and every other rank stay, so a wrong guess costs at most one
+sentence of budget.
 
 It costs one short generation per call, two when it hesitates (about 1 s for a 150-token passage with the 0.5B GGUF
 on 2 cores, the second guess reusing the first's prefill; replies are cached on disk by the reader's identity, so the

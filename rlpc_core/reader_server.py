@@ -6,14 +6,16 @@
     with ReaderServer("smollm2-135m-instruct") as server:     # a free port, stopped on exit
         ev = Evaluator(server.spec)
 
-The server is llama-cpp-python's (``python -m llama_cpp.server``, ``pip install 'rlpc[reader]'``) with two routes
-added, so that a likelihood through HTTP is the likelihood in-process:
+The server is llama-cpp-python's (``python -m llama_cpp.server``, ``pip install 'rlpc[reader]'``) with routes
+added, so that a likelihood (and a guide's second guess) through HTTP is the one in-process:
 
 * ``GET /props``: the GGUF's chat template and its BOS/EOS tokens, where llama.cpp's own C++ server publishes
   them; clients render ``template(message) + target`` from it;
 * ``POST /v1/chat/completions`` without ``repeat_penalty``: llama-cpp-python defaults it to 1.1, so
   ``temperature=0`` would not be plain greedy decoding; here it defaults to 1.0 (no penalty), and a reply is the
   one an in-process llama.cpp reader gives for the same message;
+* ``POST /rlpc/runner_ups``: the replies that begin with the next likeliest first tokens after the greedy one
+  (a guide's second guess, :meth:`rlpc_core.evaluator.Evaluator.runner_ups`), which a chat endpoint cannot give;
 * ``POST /v1/completions`` with ``echo`` and ``logprobs=0``: the prompt's token log-probabilities, computed
   teacher-forced from the logits of each position (:func:`rlpc_core.backends.llamacpp.token_logprobs`). The stock
   route of llama-cpp-python 0.3.36 scores each echoed token with the distribution that *follows* it when the
@@ -94,6 +96,14 @@ def _echo_logprobs(llama: Any, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _runner_ups(llama: Any, message: str, k: int, max_new_tokens: int, stop: Sequence[str]) -> list:
+    """What an in-process reader's ``runner_ups`` gives for one user message (the GGUF's chat template)."""
+    from .backends.llamacpp import chat_renderer_for, chat_tokens, runner_up_replies
+
+    tokens = chat_tokens(llama, chat_renderer_for(llama)[1](message))
+    return runner_up_replies(llama, tokens, k=k, max_new_tokens=max_new_tokens, stop=stop)
+
+
 def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key: Optional[str],
               identity: str = "") -> Any:
     """llama-cpp-python's FastAPI app for one GGUF, plus ``/props`` and the corrected echo-logprobs route."""
@@ -160,11 +170,34 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
         body, typed = await parsed(request, CreateChatCompletionRequest)
         return typed if body is None else await server_app.create_chat_completion(request=request, body=typed)
 
+    async def runner_ups(request: Request) -> Any:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as err:
+            return bad_request(f"the body is not JSON: {err}")
+        usage = ('POST /rlpc/runner_ups takes {"prompt": "<the user message>", "k": 1, "max_tokens": 24, '
+                 '"stop": ["\\n"]}')
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            return bad_request(f"{usage}: the prompt must be a non-empty string")
+        k, n, stop = body.get("k", 1), body.get("max_tokens", 24), body.get("stop") or []
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in (k, n)):
+            return bad_request(f"{usage}: k={k!r} and max_tokens={n!r} must be positive integers")
+        if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop):
+            return bad_request(f"{usage}: stop={stop!r} must be a list of strings")
+        async with contextlib.asynccontextmanager(server_app.get_llama_proxy)() as proxy:
+            llama = proxy(body.get("model"))
+            try:
+                out = await run_in_threadpool(_runner_ups, llama, body["prompt"], k, n, stop)
+            except (ValueError, ReaderError) as err:
+                return bad_request(str(err))
+        return {"runner_ups": [[text, logprob] for text, logprob in out]}
+
     deps = [Depends(server_app.authenticate)]
     before = len(app.router.routes)
     app.add_api_route("/props", props_route, methods=["GET"], dependencies=deps)
     app.add_api_route("/v1/completions", completions, methods=["POST"], dependencies=deps)
     app.add_api_route("/v1/chat/completions", chat, methods=["POST"], dependencies=deps)
+    app.add_api_route("/rlpc/runner_ups", runner_ups, methods=["POST"], dependencies=deps)
     # Routes match in order: ours go first, so they answer before the stock router's /v1/completions does.
     ours = app.router.routes[before:]
     del app.router.routes[before:]

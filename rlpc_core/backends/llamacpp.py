@@ -204,6 +204,26 @@ def token_logprobs(llm: Any, tokens: Sequence[int], start: int, *, reuse: bool =
     return out
 
 
+def runner_up_replies(llm: Any, tokens: Sequence[int], *, k: int, max_new_tokens: int, stop: Sequence[str] = (),
+                      reuse: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` replies to ``tokens`` (a rendered prompt) that begin with the next most likely first tokens after
+    the greedy one, each continued greedily: ``(text, log-probability of its first token)``, most likely first. The
+    caller holds the model's lock; the prompt's KV cache is reused from the greedy reply's when it came just before."""
+    tokens = list(tokens)
+    _check_fits(llm, len(tokens) + max_new_tokens, f"a prompt of {len(tokens)} tokens plus {max_new_tokens} new")
+    _prefill(llm, tokens, reuse)
+    row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+    logprobs = row - (row.max() + math.log(float(np.exp(row - row.max()).sum())))
+    out = []
+    for first in np.argsort(-logprobs)[1 : k + 1]:  # [0] is the greedy reply's own first token
+        # the prompt plus the forced first token: its KV cache is the prompt's, reused
+        got = llm.create_completion(tokens + [int(first)], max_tokens=max_new_tokens, temperature=0.0, top_k=1,
+                                    top_p=1.0, min_p=0.0, repeat_penalty=1.0, stop=list(stop) or None, seed=0)
+        head = llm.detokenize([int(first)]).decode("utf-8", errors="ignore")
+        out.append(((head + got["choices"][0]["text"]).strip(), float(logprobs[first])))
+    return out
+
+
 # ---------------------------------------------------------------- the backend
 
 class LlamaCppBackend:
@@ -258,25 +278,11 @@ class LlamaCppBackend:
 
     def runner_ups(self, prompts: Sequence[str], *, k: int, max_new_tokens: int,
                    stop: Sequence[str] = ()) -> Iterator[tuple[int, list[tuple[str, float]]]]:
-        """For each prompt, the ``k`` replies that begin with the next most likely first tokens after the greedy
-        one, each continued greedily: ``(text, log-probability of its first token)``, most likely first."""
         llm, lock, render = self._load()
         for i, prompt in enumerate(prompts):
             with lock:
-                tokens = chat_tokens(llm, render(prompt))
-                _check_fits(llm, len(tokens) + max_new_tokens, f"a prompt of {len(tokens)} tokens plus "
-                            f"{max_new_tokens} new")
-                _prefill(llm, tokens, self.prefix_cache)  # the greedy reply's prefill, reused when it came just before
-                row = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
-                logprobs = row - (row.max() + math.log(float(np.exp(row - row.max()).sum())))
-                out = []
-                for first in np.argsort(-logprobs)[1 : k + 1]:  # [0] is the greedy reply's own first token
-                    # the prompt plus the forced first token: its KV cache is the prompt's, reused
-                    got = llm.create_completion(tokens + [int(first)], max_tokens=max_new_tokens, temperature=0.0,
-                                                top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                                stop=list(stop) or None, seed=0)
-                    head = llm.detokenize([int(first)]).decode("utf-8", errors="ignore")
-                    out.append(((head + got["choices"][0]["text"]).strip(), float(logprobs[first])))
+                out = runner_up_replies(llm, chat_tokens(llm, render(prompt)), k=k, max_new_tokens=max_new_tokens,
+                                        stop=stop, reuse=self.prefix_cache)
             yield i, out
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> Iterator[tuple[int, float]]:
@@ -292,4 +298,4 @@ class LlamaCppBackend:
 
 
 __all__ = ["INSTALL_HINT", "LlamaCppBackend", "available", "chat_renderer_for", "chat_tokens", "default_threads",
-           "load_llama", "resolve_gguf", "token_logprobs"]
+           "load_llama", "resolve_gguf", "runner_up_replies", "token_logprobs"]

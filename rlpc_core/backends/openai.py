@@ -189,6 +189,34 @@ class OpenAIBackend:
 
         return self._pool(len(prompts), one)
 
+    def _post_or_incapable(self, url: str, payload: dict[str, Any], explain: Callable[["_HTTPStatus"], str]) -> Any:
+        """POST ``payload``; a refusal (HTTP 4xx/5xx after retries) means the server cannot do it: a capability
+        error saying ``explain(refusal)``, not a reader failure."""
+        try:
+            return self._request("POST", url, payload)
+        except _HTTPStatus as err:
+            raise ReaderCapabilityError(explain(err)) from None
+
+    def runner_ups(self, prompts: Sequence[str], *, k: int, max_new_tokens: int,
+                   stop: Sequence[str] = ()) -> Iterator[tuple[int, list[tuple[str, float]]]]:
+        """A guide's second guesses from ``rlpc serve-reader`` (``POST /rlpc/runner_ups``): a chat endpoint cannot
+        force a reply's first token. Other servers raise :class:`ReaderCapabilityError`."""
+        def one(i: int) -> list[tuple[str, float]]:
+            payload = {"model": self.model, "prompt": prompts[i], "k": k, "max_tokens": max_new_tokens,
+                       "stop": list(stop)}
+            out = self._post_or_incapable(
+                f"{self._root()}/rlpc/runner_ups", payload,
+                lambda err: f"the reader at {self.base_url} gives no runner-up replies (POST /rlpc/runner_ups answered "
+                            f"HTTP {err.status}); serve it with `rlpc serve-reader`, or use an in-process reader "
+                            "(llamacpp:...)")
+            try:
+                return [(str(text), float(logprob)) for text, logprob in out["runner_ups"]]
+            except (KeyError, TypeError, ValueError):
+                raise ReaderError(f"the reader at {self.base_url} answered /rlpc/runner_ups without a list of "
+                                  f"[text, logprob] pairs: {json.dumps(out)[:200]}") from None
+
+        return self._pool(len(prompts), one)
+
     # -- what the server says about itself
     def _root(self) -> str:
         parsed = urllib.parse.urlparse(self.base_url)
@@ -253,13 +281,12 @@ class OpenAIBackend:
             target = pairs[i][1]
             payload = {"model": self.model, "prompt": prefix + target, "max_tokens": 1, "temperature": 0.0,
                        "echo": True, "logprobs": 0}
-            try:
-                out = self._request("POST", f"{self.base_url}/completions", payload)
-            except _HTTPStatus as err:
-                raise ReaderCapabilityError(
-                    f"the reader at {self.base_url} cannot give prompt log-probabilities (POST /completions with "
-                    f"echo and logprobs answered HTTP {err.status}: {err.body[:200]}); likelihoods need a llama.cpp "
-                    "server (`rlpc serve-reader`, logprobs on) or vLLM, or an in-process reader (llamacpp:...)") from None
+            out = self._post_or_incapable(
+                f"{self.base_url}/completions", payload,
+                lambda err: f"the reader at {self.base_url} cannot give prompt log-probabilities (POST /completions "
+                            f"with echo and logprobs answered HTTP {err.status}: {err.body[:200]}); likelihoods need a "
+                            "llama.cpp server (`rlpc serve-reader`, logprobs on) or vLLM, or an in-process reader "
+                            "(llamacpp:...)")
             return _target_mean(out, len(prefix), len(prefix) + len(target), self.base_url)
 
         return self._pool(len(pairs), one)

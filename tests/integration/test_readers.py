@@ -195,6 +195,12 @@ def test_concurrency_is_bounded_and_order_kept(scripted):
     assert 2 <= Scripted.max_in_flight <= 3
 
 
+def test_a_server_without_the_runner_up_route_is_a_capability_error(scripted):
+    ev = Evaluator(f"openai:{scripted}#m", cache=False)
+    with pytest.raises(ReaderCapabilityError, match="rlpc serve-reader"):
+        ev.runner_ups(["q"])  # an OpenAI-compatible server has no way to force a reply's first token
+
+
 def test_no_prompt_logprobs_is_a_capability_error_not_a_zero(scripted):
     ev = Evaluator(f"openai:{scripted}#m", cache=False)
     with pytest.raises(ReaderCapabilityError, match="chat template"):
@@ -330,6 +336,15 @@ def smol_server(tmp_path_factory):
     server = ReaderServer(SMOL, n_ctx=1024, threads=2, log_path=tmp_path_factory.mktemp("srv") / "server.log")
     with server:
         yield server
+
+
+@needs_llama_cpp
+def test_the_servers_runner_ups_are_the_in_process_ones(smol_server, tmp_path):
+    prompt = "Context: The depot opened in 1951. Its architect was Hanna Reuter.\n\nQuestion: Who built it?"
+    served = Evaluator(smol_server.spec, max_new_tokens=8, cache=False).runner_ups([prompt], k=2)
+    local = Evaluator(f"llamacpp:{SMOL}", max_new_tokens=8, cache=False, n_ctx=1024, threads=2).runner_ups([prompt], k=2)
+    assert [t for t, _ in served[0]] == [t for t, _ in local[0]] and len(served[0]) == 2
+    assert [lp for _, lp in served[0]] == pytest.approx([lp for _, lp in local[0]], abs=0.1)
 
 
 @needs_llama_cpp
