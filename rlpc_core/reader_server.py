@@ -96,12 +96,11 @@ def _echo_logprobs(llama: Any, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _runner_ups(llama: Any, message: str, k: int, max_new_tokens: int, stop: Sequence[str]) -> list:
-    """What an in-process reader's ``runner_ups`` gives for one user message (the GGUF's chat template)."""
-    from .backends.llamacpp import chat_renderer_for, chat_tokens, runner_up_replies
+def _runner_ups(llama: Any, rendered: str, k: int, max_new_tokens: int, stop: Sequence[str]) -> list:
+    """What an in-process reader's ``runner_ups`` gives for one user message, rendered with the GGUF's template."""
+    from .backends.llamacpp import chat_tokens, runner_up_replies
 
-    tokens = chat_tokens(llama, chat_renderer_for(llama)[1](message))
-    return runner_up_replies(llama, tokens, k=k, max_new_tokens=max_new_tokens, stop=stop)
+    return runner_up_replies(llama, chat_tokens(llama, rendered), k=k, max_new_tokens=max_new_tokens, stop=stop)
 
 
 def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key: Optional[str],
@@ -129,7 +128,9 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
              "bos_token": llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
              "eos_token": llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else "",
              "model": alias, "model_path": str(model_path), "n_ctx": n_ctx,
-             "template_identity": chat_renderer_for(llm)[0], "model_identity": identity}
+             "model_identity": identity}
+    # compiled once: every runner-up request renders its message with it
+    props["template_identity"], render = chat_renderer_for(llm)
 
     async def props_route() -> dict[str, Any]:
         return props
@@ -187,7 +188,7 @@ def build_app(model_path: Path, *, alias: str, n_ctx: int, threads: int, api_key
         async with contextlib.asynccontextmanager(server_app.get_llama_proxy)() as proxy:
             llama = proxy(body.get("model"))
             try:
-                out = await run_in_threadpool(_runner_ups, llama, body["prompt"], k, n, stop)
+                out = await run_in_threadpool(_runner_ups, llama, render(body["prompt"]), k, n, stop)
             except (ValueError, ReaderError) as err:
                 return bad_request(str(err))
         return {"runner_ups": [[text, logprob] for text, logprob in out]}
